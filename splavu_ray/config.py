@@ -1,0 +1,282 @@
+"""Typed run configuration: YAML files + dotted ``key=value`` overrides, validated before any work.
+
+One root model (:class:`Config`) grouped by concern (data, backbone, adapter, loss, optim, ...).
+Every model forbids unknown keys, so a typo fails with the key's name and the keys allowed there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_DIR / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is not acceptable. The message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class SyntheticConfig(_Section):
+    """The built-in procedural privacy dataset (see splavu_ray.data.synthetic)."""
+
+    seed: int = 0
+    resolution: int = Field(64, ge=32, le=256, description="frame side in pixels")
+    num_frames: int = Field(32, ge=16, description="frames per trimmed video")
+    fps: int = Field(16, ge=1)
+    videos_per_split: dict[str, int] = Field(
+        default_factory=lambda: {"pretrain": 240, "train": 320, "val": 160, "test": 240},
+        description="trimmed action videos per split",
+    )
+    privacy_images: dict[str, int] = Field(
+        default_factory=lambda: {"train": 480, "test": 240},
+        description="still images of the privacy split (the VISPR analogue)",
+    )
+    untrimmed_videos: dict[str, int] = Field(
+        default_factory=lambda: {"train": 24, "test": 24},
+        description="untrimmed videos with action segments (THUMOS analogue) and anomalies (UCF-Crime analogue)",
+    )
+    bias: float = Field(0.0, ge=0.0, le=1.0, description="strength of the appearance->action shortcut (bias protocol)")
+
+
+class DataConfig(_Section):
+    dataset: str = Field("synthetic", description="'synthetic' (built-in) or a path/URI of a Parquet manifest")
+    privacy_manifest: str | None = Field(None, description="manifest of the privacy split; defaults to the built-in one")
+    cache_dir: str = Field("~/.cache/splavu_ray", description="where generated data and feature stores live")
+    clip_len: int = Field(16, ge=1, description="frames per clip")
+    frame_stride: int = Field(1, ge=1)
+    num_eval_clips: int = Field(5, ge=1, description="evenly spaced clips per test video")
+    num_static_frames: int = Field(10, ge=2, description="evenly spaced frames per video for static clips")
+    decode_workers: int = Field(2, ge=1, description="max actors decoding clips in Ray Data")
+    decode_batch_size: int = Field(4, ge=1, description="videos per map_batches call")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+
+class BackboneConfig(_Section):
+    kind: Literal["vjepa2", "videomae"] = "vjepa2"
+    source: str = Field(
+        "builtin:tiny-vjepa2",
+        description="'builtin:tiny-vjepa2' (pretrained demo encoder shipped with the package), "
+        "'random:tiny' (random-initialised tiny preset), a Hugging Face hub id, or a local folder",
+    )
+    pooling: Literal["mean", "attentive"] = "mean"
+    pooler_path: str | None = Field(None, description="safetensors weights of a trained attentive pooler")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
+    image_size: int | None = Field(None, ge=16, description="input side; None = the model's own")
+    batch_size: int = Field(8, ge=1, description="clips per forward pass during feature extraction")
+
+
+class AdapterConfig(_Section):
+    kind: Literal["transformer", "attention", "mlp"] = Field(
+        "transformer",
+        description="transformer: pre-norm attention + feed-forward blocks (default); "
+        "attention: the paper's attention-only blocks; mlp: ablation",
+    )
+    layers: int = Field(3, ge=1)
+    heads: int = Field(8, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class LossConfig(_Section):
+    w_lc: float = Field(100.0, ge=0, description="latent consistency weight")
+    w_t: float = Field(1.0, ge=0, description="utility (co-training) weight")
+    w_b: float = Field(1.0, ge=0, description="budget privacy (NT-Xent) weight")
+    w_ar: float = Field(1.0, ge=0, description="action recognition task weight inside L_T")
+    temperature: float = Field(0.1, gt=0)
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-4, gt=0, description="learning rate at base_batch_size (linearly scaled)")
+    base_batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(64, ge=2, description="global batch size (videos per step, all workers)")
+    weight_decay: float = Field(0.05, ge=0)
+    epochs: int = Field(30, ge=1)
+    head_epochs: int = Field(10, ge=0, description="epochs training the heads on raw features first")
+    warmup_epochs: float = Field(2.0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+
+
+class ScalingConfig(_Section):
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0)
+
+
+class DeepSpeedConfig(_Section):
+    zero_stage: int = Field(2, ge=0, le=3)
+    bf16: Literal["auto", "on", "off"] = Field("auto", description="auto = on with GPUs")
+
+
+class TrainConfig(_Section):
+    mode: Literal["cached", "online"] = Field("cached", description="cached: feature store; online: decode in the loop")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker failures a run survives")
+    static_pairs: int = Field(2, ge=2, le=2, description="static clips drawn per video per step")
+
+
+class EvalConfig(_Section):
+    attacker_epochs: int = Field(100, ge=1)
+    attacker_lr: float = Field(1e-3, gt=0)
+    attacker_hidden: int | None = Field(None, ge=1, description="None = feature width, as in the paper")
+    probe_epochs: int = Field(100, ge=1)
+    probe_lr: float = Field(1e-3, gt=0)
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="None: join RAY_ADDRESS if set, else start a local Ray")
+    storage_path: str | None = Field(None, description="Ray Train storage (local dir, s3://, gs://); None = output_dir/ray")
+
+
+class Config(_Section):
+    run_name: str = Field("splavu-demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: str = Field("outputs/splavu-demo", description="where results, configs and exports are written")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Config":
+        if self.optim.batch_size % self.scaling.num_workers:
+            raise ValueError(
+                f"optim.batch_size ({self.optim.batch_size}) must be divisible by "
+                f"scaling.num_workers ({self.scaling.num_workers})"
+            )
+        return self
+
+    # -- convenience -------------------------------------------------------------------------
+    @property
+    def output_path(self) -> Path:
+        return Path(os.path.expanduser(self.output_dir)).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the resolved config (YAML) into output_dir (or ``path``)."""
+        path = Path(path) if path else self.output_path / "config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["optim.lr=3e-4", "adapter.kind=mlp"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part!r} is set both as a value and a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The section model that owns the field at ``loc`` (for listing allowed keys)."""
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return model
+    return model
+
+
+def format_validation_error(exc: ValidationError, root: type[BaseModel] = None) -> str:
+    root = root or Config
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(root, loc[:-1])
+            allowed = ", ".join(sorted(owner.model_fields)) if owner else "?"
+            lines.append(f"unknown config key '{key}'; allowed here: {allowed}")
+        else:
+            got = err.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"config key '{key}': {err['msg']}{got_s}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def validate(data: dict[str, Any], model: type[BaseModel] = Config):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` (YAML; None = schema defaults, the built-in demo), apply overrides, validate."""
+    data = read_yaml(path) if path else {}
+    data = deep_merge(data, parse_overrides(list(overrides or [])))
+    return validate(data)
+
+
+def config_hash(cfg: BaseModel) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]

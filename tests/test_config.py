@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from splavu_ray.config import CONFIG_DIR, Config, ConfigError, load_config, parse_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_builtin_demo():
+    cfg = load_config()
+    assert cfg.data.dataset == "synthetic" and cfg.backbone.source == "builtin:tiny-vjepa2"
+    assert (cfg.loss.w_lc, cfg.loss.w_t, cfg.loss.w_b) == (100.0, 1.0, 1.0)
+    assert (cfg.adapter.layers, cfg.adapter.heads) == (3, 8)
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    cfg = load_config(None, ["optim.lr=3e-4", "adapter.kind=mlp", "scaling.use_gpu=true", f"output_dir={tmp_path}"])
+    assert cfg.optim.lr == pytest.approx(3e-4) and cfg.adapter.kind == "mlp" and cfg.scaling.use_gpu is True
+    assert cfg.output_path == tmp_path.resolve()
+    assert parse_overrides(["a.b.c=1", "a.b.d=x"]) == {"a": {"b": {"c": 1, "d": "x"}}}
+
+
+def test_override_wins_over_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 0.5\n  epochs: 3\n")
+    cfg = load_config(f, ["optim.lr=0.25"])
+    assert cfg.optim.lr == 0.25 and cfg.optim.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("adapter.layerz=3", "unknown config key 'adapter.layerz'; allowed here: dropout, heads, kind, layers, mlp_ratio"),
+        ("bogus=1", "unknown config key 'bogus'"),
+        ("adapter.kind=cnn", "config key 'adapter.kind': Input should be 'transformer', 'attention' or 'mlp'"),
+        ("optim.lr=-1", "config key 'optim.lr': Input should be greater than 0"),
+        ("deepspeed.zero_stage=4", "config key 'deepspeed.zero_stage'"),
+        ("optim.batch_size=63", "divisible by scaling.num_workers"),
+        ("run_name=a b", "config key 'run_name'"),
+        ("optim.lr", "not of the form key=value"),
+    ],
+)
+def test_bad_keys_and_values_are_named(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_resolved_config_is_written_and_reloads(tmp_path):
+    cfg = load_config(None, [f"output_dir={tmp_path}/run", "optim.epochs=7"])
+    path = cfg.save()
+    assert path == tmp_path / "run" / "config.yaml"
+    assert load_config(path) == cfg
+
+
+def shipped_yaml_files():
+    skip = {".git", "outputs", ".pytest_cache"}
+    return sorted(p for p in REPO.rglob("*.y*ml") if not skip & set(p.relative_to(REPO).parts) and p.suffix in (".yaml", ".yml"))
+
+
+def test_every_shipped_yaml_is_valid():
+    files = shipped_yaml_files()
+    assert any(p.parent == CONFIG_DIR for p in files)
+    for path in files:
+        rel = path.relative_to(REPO)
+        data = yaml.safe_load(path.read_text())
+        if path.parent == CONFIG_DIR:
+            assert isinstance(load_config(path), Config), rel
+        elif rel.parts[0] == "sweeps":
+            from splavu_ray.sweep import load_sweep
+
+            load_sweep(path)
+        elif rel.parts[0] == "cluster":
+            from splavu_ray.cluster import validate_cluster_yaml
+
+            validate_cluster_yaml(path)
+        elif rel.parts[0] == ".github":
+            assert isinstance(data, dict)
+        else:
+            pytest.fail(f"{rel}: no validator knows this YAML file; add one to this test")
