@@ -56,6 +56,11 @@ class DataConfig(_Section):
     frame_stride: int = Field(1, ge=1)
     num_eval_clips: int = Field(5, ge=1, description="evenly spaced clips per test video")
     num_static_frames: int = Field(10, ge=2, description="evenly spaced frames per video for static clips")
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    privacy_train_split: str = Field("privacy_train", description="split of the privacy manifest the attacker trains on")
+    privacy_test_split: str = Field("privacy_test", description="split of the privacy manifest the attacker is scored on")
     decode_workers: int = Field(2, ge=1, description="max actors decoding clips in Ray Data")
     decode_batch_size: int = Field(4, ge=1, description="videos per map_batches call")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
