@@ -92,7 +92,9 @@ def load_encoder(kind: str, source: str, image_size: int | None = None, num_fram
         if preset != "tiny":
             raise BackboneError(f"unknown random preset {preset!r}; allowed: 'random:tiny'")
         cfg = (tiny_vjepa2_config if kind == "vjepa2" else tiny_videomae_config)(image_size or 64, num_frames)
-        return model_cls(cfg)
+        with torch.random.fork_rng():  # same weights in every process (Ray actors, workers)
+            torch.manual_seed(0)
+            return model_cls(cfg)
     path = os.path.expanduser(resolve_source(source))
     local = os.path.isdir(path)
     # Hub ids look like 'org/name'; anything else path-like must be an existing folder.

@@ -83,35 +83,110 @@ def _all_mean(values: dict[str, float], device) -> dict[str, float]:
     return dict(zip(keys, t.tolist()))
 
 
+class CachedSource:
+    """Cached mode: features from the feature store, in a global order that is a pure function of
+    (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, loop_config: dict[str, Any], cfg: Config, rank: int, world: int, device):
+        from .feature_store import FeatureStore
+
+        store = FeatureStore.open(loop_config["feature_store"])
+        train, val = store.load(*loop_config["train_splits"]), store.load(*loop_config["val_splits"])
+        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
+        self.clips, self.static = torch.from_numpy(train.stacked_clips()), torch.from_numpy(train.stacked_static())
+        self.action = torch.from_numpy(train.action_ids)
+        self.val = (torch.from_numpy(val.stacked_clips()), torch.from_numpy(val.stacked_static()),
+                    torch.from_numpy(val.action_ids))
+        self.dim, self.num_actions, self.num_train = train.dim, len(store.meta["actions"]), len(train)
+        self.meta = {"backbone": store.meta.get("backbone", {})}
+
+    def batches(self, epoch: int):
+        for idx in rank_batches(self.num_train, self.cfg.optim.batch_size, self.rank, self.world, self.cfg.seed, epoch):
+            yield Batch(self.clips[idx], self.static[idx], self.action[idx])
+
+    def validation(self):
+        return self.val
+
+
+class OnlineSource:
+    """Online mode: Ray Data decodes clips on CPU actors; the frozen backbone (outside DeepSpeed)
+    embeds them in the loop, with the train augmentation applied here on uint8 frames."""
+
+    def __init__(self, loop_config: dict[str, Any], cfg: Config, rank: int, world: int, device):
+        import ray.train
+
+        from .backbone import build_backbone, describe
+
+        self.cfg, self.device = cfg, device
+        self.backbone = build_backbone(cfg.backbone, device, cfg.data.clip_len)
+        self.size = self.backbone.image_size
+        self.dim, self.num_actions, self.num_train = self.backbone.embed_dim, loop_config["num_actions"], loop_config["num_train"]
+        self.meta = {"backbone": describe(self.backbone)}
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.val_shard = ray.train.get_dataset_shard("val")
+        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+        self._val = None
+
+    @torch.no_grad()
+    def _embed_static(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W, 3) uint8 -> (B, K, d): each frame tiled over a clip (a static clip)."""
+        from .data.transforms import eval_transform
+
+        b, k = frames.shape[:2]
+        x = eval_transform(frames.reshape(b * k, 1, *frames.shape[2:]), self.size)
+        x = x.expand(-1, self.cfg.data.clip_len, -1, -1, -1)
+        return self.backbone(x.to(self.device)).reshape(b, k, -1).cpu()
+
+    @torch.no_grad()
+    def _embed_clips(self, clips: torch.Tensor, train: bool) -> torch.Tensor:
+        from .data.transforms import eval_transform, train_transform
+
+        if train:
+            x = torch.stack([train_transform(c, self.size, generator=self.gen) for c in clips])
+        else:
+            x = eval_transform(clips, self.size)
+        return self.backbone(x.to(self.device)).cpu()
+
+    def batches(self, epoch: int):
+        from .data.pipeline import iter_train_batches
+
+        per_rank = self.cfg.optim.batch_size // self.cfg.scaling.num_workers
+        for b in iter_train_batches(self.train_shard, per_rank):
+            clips = self._embed_clips(b["clips"], train=True).unsqueeze(1)  # one clip per video: L = 1
+            yield Batch(clips, self._embed_static(b["static"]), b["action_id"].long())
+
+    def validation(self):
+        # Validation clips are deterministic (eval sampling): embed them once.
+        if self._val is None:
+            clips, static, action = [], [], []
+            for b in self.val_shard.iter_torch_batches(batch_size=16):
+                c = b["clips"]  # (B, C, T, H, W, 3)
+                emb = self._embed_clips(c.reshape(-1, *c.shape[2:]), train=False).reshape(c.shape[0], c.shape[1], -1)
+                clips.append(emb), static.append(self._embed_static(b["static"])), action.append(b["action_id"].long())
+            self._val = (torch.cat(clips), torch.cat(static), torch.cat(action))
+        return self._val
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
-    """The Ray Train worker loop (cached mode: features from the feature store)."""
+    """The Ray Train worker loop (both data modes)."""
     import deepspeed
     import ray.train
     import ray.train.torch
-
-    from .feature_store import FeatureStore
 
     cfg = Config.model_validate(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
     torch.manual_seed(cfg.seed)
+    source = (CachedSource if cfg.train.mode == "cached" else OnlineSource)(loop_config, cfg, rank, world, device)
 
-    store = FeatureStore.open(loop_config["feature_store"])
-    train = store.load(*loop_config["train_splits"])
-    val = store.load(*loop_config["val_splits"])
-    tr_clips, tr_static = torch.from_numpy(train.stacked_clips()), torch.from_numpy(train.stacked_static())
-    tr_action = torch.from_numpy(train.action_ids)
-    va_clips, va_static = torch.from_numpy(val.stacked_clips()).to(device), torch.from_numpy(val.stacked_static()).to(device)
-    va_action = torch.from_numpy(val.action_ids).to(device)
-
-    dim, num_actions = train.dim, len(store.meta["actions"])
+    dim, num_actions = source.dim, source.num_actions
     model = SplavuModel(adapter_from_config(dim, cfg.adapter), num_actions)
     template = adapter_from_config(dim, cfg.adapter)  # CPU copy for exports
     total_epochs = cfg.optim.head_epochs + cfg.optim.epochs
-    steps_per_epoch = len(train) // cfg.optim.batch_size
+    steps_per_epoch = source.num_train // cfg.optim.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(train)} training videos")
+        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {source.num_train} training videos")
     lr = scaled_lr(cfg.optim.lr, cfg.optim.batch_size, cfg.optim.base_batch_size)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=lr)
     warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
@@ -137,15 +212,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             print(f"[splavu] resumed from epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f})")
 
     weights = LossWeights.from_config(cfg.loss)
-    meta = {"backbone": store.meta.get("backbone", {}), "run_name": cfg.run_name}
+    meta = {**source.meta, "run_name": cfg.run_name}
     for epoch in range(state["epoch"], total_epochs):
         phase = "heads" if epoch < cfg.optim.head_epochs else "joint"
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
         sums: dict[str, float] = {}
-        t0, clips_seen = time.perf_counter(), 0
+        t0, clips_seen, steps = time.perf_counter(), 0, 0
         engine.train()
-        for idx in rank_batches(len(train), cfg.optim.batch_size, rank, world, cfg.seed, epoch):
-            batch = Batch(tr_clips[idx], tr_static[idx], tr_action[idx]).to(device, dtype)
+        for batch in source.batches(epoch):
+            batch = batch.to(device, dtype)
+            steps += 1
             out = (head_step_loss(engine, batch) if phase == "heads" else
                    splavu_step_loss(engine, batch, weights, cfg.loss.temperature, cfg.loss.w_ar, gen))
             engine.backward(out["loss"])
@@ -154,11 +230,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 sums[k] = sums.get(k, 0.0) + float(v)
             clips_seen += batch.clips.shape[0] * (batch.clips.shape[1] + (2 if phase == "joint" else 0))
         elapsed = time.perf_counter() - t0
-        metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
+        metrics = {f"train_{k}": v / max(1, steps) for k, v in sums.items()}
         metrics["clips_per_s"] = clips_seen / max(elapsed, 1e-9)
         metrics = _all_mean(metrics, device)
         metrics["clips_per_s"] *= world  # all workers together
-        metrics.update(validation_metrics(engine, va_clips.to(dtype), va_static.to(dtype), va_action, cfg.loss.temperature))
+        va_clips, va_static, va_action = source.validation()
+        metrics.update(validation_metrics(engine, va_clips.to(device, dtype), va_static.to(device, dtype),
+                                          va_action.to(device), cfg.loss.temperature))
         metrics.update(epoch=epoch + 1, phase=phase, lr=float(scheduler.get_last_lr()[0]))
 
         adapter_state = _adapter_state(engine, cfg.deepspeed.zero_stage)
@@ -205,8 +283,22 @@ def worker_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-def fit(cfg: Config, feature_store: str, train_splits: list[str], val_splits: list[str]):
-    """Run (or resume) the TorchTrainer; returns the ray.train.Result."""
+def online_datasets(cfg: Config, manifest_path: str, train_splits: list[str], val_splits: list[str]) -> dict:
+    """Ray Data clip streams for online mode (decoded on CPU actors, fixed-shape uint8 rows)."""
+    from .backbone import build_backbone
+    from .data.pipeline import clip_dataset
+
+    size = build_backbone(cfg.backbone, "cpu", cfg.data.clip_len).image_size
+    d = cfg.data
+    common = dict(clip_len=d.clip_len, size=size, seed=cfg.seed, decode_workers=d.decode_workers,
+                  batch_size=d.decode_batch_size, rejects_path=str(cfg.output_path / "rejects.jsonl"))
+    return {"train": clip_dataset(manifest_path, train_splits, mode="train", static_k=2, **common),
+            "val": clip_dataset(manifest_path, val_splits, mode="eval", num_clips=d.num_eval_clips, static_k=2, **common)}
+
+
+def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_splits: list[str],
+        manifest_path: str | None = None):
+    """Run (or resume: same run_name and storage) the TorchTrainer; returns the ray.train.Result."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -216,10 +308,22 @@ def fit(cfg: Config, feature_store: str, train_splits: list[str], val_splits: li
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
     storage = cfg.ray.storage_path or str(cfg.output_path / "ray")
+    loop_config = {"config": cfg.to_dict(), "feature_store": feature_store,
+                   "train_splits": train_splits, "val_splits": val_splits}
+    datasets, dataset_config = None, None
+    if cfg.train.mode == "online":
+        if not manifest_path:
+            raise ValueError("online mode needs the manifest path")
+        from .data.manifest import read_manifest
+
+        manifest = read_manifest(manifest_path)
+        loop_config.update(num_actions=len(manifest.actions), num_train=len(manifest.split(*train_splits)))
+        datasets = online_datasets(cfg, manifest_path, train_splits, val_splits)
+        # Only the training stream is split between workers; every worker validates on all of val.
+        dataset_config = ray.train.DataConfig(datasets_to_split=["train"])
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"config": cfg.to_dict(), "feature_store": feature_store,
-                           "train_splits": train_splits, "val_splits": val_splits},
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -227,6 +331,8 @@ def fit(cfg: Config, feature_store: str, train_splits: list[str], val_splits: li
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
+        datasets=datasets,
+        **({"dataset_config": dataset_config} if dataset_config else {}),
     )
     return trainer.fit()
 

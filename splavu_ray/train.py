@@ -1,0 +1,116 @@
+"""Train the anonymizing adapter: ``python -m splavu_ray.train [--config FILE] [key=value ...]``.
+
+With no arguments: joins the Ray cluster named by RAY_ADDRESS (as under ``ray job submit``) or starts a
+local one, generates the built-in synthetic privacy dataset, extracts features with the pretrained
+tiny V-JEPA 2, trains f_A with the SPLAVU objective on Ray Train + DeepSpeed, evaluates raw vs
+anonymized features and writes ``output_dir/results.json``. Running the same command again with the
+same run_name resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, ConfigError, load_config
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
+    parser = argparse.ArgumentParser(prog="python -m splavu_ray.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML config (default: the built-in demo, splavu_ray/configs/demo.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.epochs=5")
+    args = parser.parse_args(argv)
+    from .config import CONFIG_DIR
+
+    cfg = load_config(args.config or CONFIG_DIR / "demo.yaml", args.overrides)
+    return args, cfg
+
+
+def check_inputs(cfg: Config) -> None:
+    """Fail before any work on inputs we can check cheaply."""
+    d = cfg.data
+    for key, value in (("data.dataset", d.dataset if d.dataset != "synthetic" else None),
+                       ("data.privacy_manifest", d.privacy_manifest)):
+        if value and "://" not in value and not os.path.isfile(os.path.expanduser(value)):
+            raise ConfigError(f"config key '{key}': manifest {value!r} does not exist")
+    from .backbone import BackboneError, resolve_source
+
+    try:
+        resolve_source(cfg.backbone.source)
+    except BackboneError as exc:
+        raise ConfigError(f"config key 'backbone.source': {exc}") from None
+
+
+def init_ray(cfg: Config) -> None:
+    import ray
+
+    from .trainer import worker_env
+
+    if ray.is_initialized():
+        return
+    env = worker_env(cfg)
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    # address None: ray.init joins RAY_ADDRESS when set (ray job submit), else starts a local Ray.
+    ray.init(address=cfg.ray.address, runtime_env={"env_vars": env}, log_to_driver=True,
+             include_dashboard=False if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) else None)
+
+
+def run(cfg: Config) -> dict:
+    from .adapter import load_adapter
+    from .datasets import resolve_manifests
+    from .evaluate import evaluate_features, report_table
+    from .features import ensure_features
+    from .trainer import deepspeed_config, export_from_result, fit
+
+    t_start = time.time()
+    out = cfg.output_path
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save()
+    (out / "deepspeed.json").write_text(json.dumps(deepspeed_config(cfg, cfg.scaling.num_workers), indent=2))
+    init_ray(cfg)
+
+    manifests = resolve_manifests(cfg)
+    # The feature store serves cached training and, in both modes, the final evaluation.
+    store = ensure_features(cfg, manifests["main"])
+    pstore = store if manifests["privacy"] == manifests["main"] else ensure_features(cfg, manifests["privacy"])
+    d = cfg.data
+    print(f"[splavu] features ready in {time.time() - t_start:.0f}s: {store.root}", flush=True)
+
+    result = fit(cfg, store.root, [d.train_split], [d.val_split], manifest_path=manifests["main"])
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}")
+    exported = export_from_result(result, out)
+    best = exported.get("best_adapter") or exported["adapter"]
+    adapter = load_adapter(best)
+    print(f"[splavu] adapter exported to {best} (best epoch {exported['state']['best_epoch']}, "
+          f"val top-1 {exported['state']['best_val_top1']:.2f})", flush=True)
+
+    results = evaluate_features(cfg, adapter, pstore.load(d.privacy_train_split), pstore.load(d.privacy_test_split),
+                                store.load(d.train_split), store.load(d.test_split))
+    results["run"] = {"run_name": cfg.run_name, "adapter": str(best), "best_epoch": exported["state"]["best_epoch"],
+                      "best_val_top1": exported["state"]["best_val_top1"], "feature_store": store.root,
+                      "backbone": store.meta.get("backbone"), "adapter_parameters": adapter.num_parameters(),
+                      "wall_time_s": round(time.time() - t_start, 1)}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print("\n" + report_table(results) + f"\n\nresults: {out / 'results.json'}", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        _, cfg = parse_args(argv)
+        check_inputs(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
