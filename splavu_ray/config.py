@@ -61,6 +61,11 @@ class DataConfig(_Section):
     test_split: str = "test"
     privacy_train_split: str = Field("privacy_train", description="split of the privacy manifest the attacker trains on")
     privacy_test_split: str = Field("privacy_test", description="split of the privacy manifest the attacker is scored on")
+    untrimmed_splits: list[str] = Field(
+        default_factory=lambda: ["tad_train", "tad_test", "anomaly_train", "anomaly_test"],
+        description="splits whose videos are untrimmed (embedded as sequential windows); rows with "
+        "action segments or anomaly=True always are",
+    )
     decode_workers: int = Field(2, ge=1, description="max actors decoding clips in Ray Data")
     decode_batch_size: int = Field(4, ge=1, description="videos per map_batches call")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)

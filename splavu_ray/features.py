@@ -34,8 +34,8 @@ from .feature_store import FeatureStore, feature_row
 PROTOCOL_VERSION = 1
 
 
-def is_untrimmed(row: dict[str, Any]) -> bool:
-    return bool(row.get("segments")) or row.get("anomaly") is not None
+def is_untrimmed(row: dict[str, Any], untrimmed_splits=()) -> bool:
+    return bool(row.get("segments")) or row.get("anomaly") is True or row.get("split") in untrimmed_splits
 
 
 def store_key(cfg: Config, manifest_path: str) -> str:
@@ -98,7 +98,7 @@ class Embedder:
         short = int(round(self.size * 256 / 224))  # decode straight to the eval resize: bounded memory
         if row["media"] == "image":
             return try_load_clips(row, mode="static", clip_len=d.clip_len, static_k=1, size=short)
-        if is_untrimmed(row):
+        if is_untrimmed(row, self.cfg.data.untrimmed_splits):
             return {"ok": True, "untrimmed": True}
         return try_load_clips(row, mode="eval", clip_len=d.clip_len, num_clips=d.num_eval_clips,
                               static_k=d.num_static_frames, size=short, stride=d.frame_stride)
@@ -226,7 +226,7 @@ def _run_pipeline(cfg: Config, store: FeatureStore, rows: list[dict], todo: list
         chunk = rows[s * shard_size:(s + 1) * shard_size]
         expected[s] = len(chunk)
         for i, r in enumerate(chunk):
-            items.append({**{k: v for k, v in r.items() if k in ("uri", "media", "segments", "anomaly", "num_frames", "fps")},
+            items.append({**{k: v for k, v in r.items() if k in ("uri", "split", "media", "segments", "anomaly", "num_frames", "fps")},
                           "_key": s * 1_000_000 + i})
     workers = cfg.data.decode_workers
     gpu = 1 if cfg.scaling.use_gpu else 0

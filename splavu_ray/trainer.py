@@ -227,7 +227,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             engine.backward(out["loss"])
             engine.step()
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             clips_seen += batch.clips.shape[0] * (batch.clips.shape[1] + (2 if phase == "joint" else 0))
         elapsed = time.perf_counter() - t0
         metrics = {f"train_{k}": v / max(1, steps) for k, v in sums.items()}

@@ -1,0 +1,108 @@
+"""`python -m splavu_ray.train` end to end, as a user runs it: fresh, resumed, with a killed worker."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.synthetic.videos_per_split={pretrain: 2, train: 48, val: 16, test: 24}",
+    "data.synthetic.privacy_images={train: 48, test: 24}",
+    "data.synthetic.untrimmed_videos={train: 1, test: 1}",
+    "data.num_static_frames=4", "data.num_eval_clips=2", "data.decode_workers=1",
+    "adapter.layers=1", "optim.batch_size=16", "optim.base_batch_size=16", "optim.lr=1e-3",
+    "optim.head_epochs=1", "optim.warmup_epochs=0", "eval.attacker_epochs=15", "eval.probe_epochs=15",
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def train_cmd(out: Path, cache: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "splavu_ray.train", *TINY, f"data.cache_dir={cache}", f"run_name={name}",
+            f"output_dir={out / name}", *extra]
+
+
+def run(cmd, timeout=600, **kw):
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "splavu_ray.train", "adapter.layerz=2", f"output_dir={tmp_path}/x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown config key 'adapter.layerz'" in proc.stderr
+    assert not (tmp_path / "x").exists()
+    proc = subprocess.run([sys.executable, "-m", "splavu_ray.train", "data.dataset=/nope.parquet",
+                           "data.privacy_manifest=/nope2.parquet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_fresh_then_resumed_run_matches_uninterrupted(tmp_path, cache_dir):
+    epochs = ["optim.epochs=5"]
+    full = run(train_cmd(tmp_path, cache_dir, "full", *epochs))
+    results = json.loads((tmp_path / "full" / "results.json").read_text())
+    for key in ("cmap_raw", "cmap_anonymized", "cmap_chance"):
+        assert 0 <= results["privacy"][key] <= 100
+    for key in ("top1_raw", "top1_anonymized"):
+        assert 0 <= results["action"][key] <= 100
+    assert "privacy cMAP" in full.stdout and "val top-1" in full.stdout
+    assert (tmp_path / "full" / "config.yaml").is_file() and (tmp_path / "full" / "deepspeed.json").is_file()
+    assert (tmp_path / "full" / "best_adapter" / "adapter.safetensors").is_file()
+
+    # Interrupt a second run after its second checkpoint, then run the same command again.
+    cmd = train_cmd(tmp_path, cache_dir, "resumed", *epochs)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    store = tmp_path / "resumed" / "ray" / "resumed"
+    deadline = time.time() + 400
+    while time.time() < deadline and len(list(store.glob("checkpoint_*"))) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "resumed" / "results.json").exists()
+    again = run(cmd)
+    assert "resumed from epoch" in again.stdout + again.stderr
+    resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    # Cached mode is deterministic per (seed, epoch) and DeepSpeed restores model + optimizer +
+    # scheduler exactly: the resumed run ends where the uninterrupted one does (tolerance 1e-3 points).
+    for section, key in (("privacy", "cmap_anonymized"), ("action", "top1_anonymized"), ("run", "best_val_top1")):
+        assert resumed[section][key] == pytest.approx(results[section][key], abs=1e-3), (section, key)
+
+
+def test_run_survives_a_killed_worker(tmp_path, cache_dir):
+    import psutil
+
+    cmd = train_cmd(tmp_path, cache_dir, "killed", "optim.epochs=40", "train.max_failures=2")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    store = tmp_path / "killed" / "ray" / "killed"
+    deadline, killed = time.time() + 400, None
+    while time.time() < deadline and proc.poll() is None and killed is None:
+        if list(store.glob("checkpoint_*")):
+            workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+            if workers:
+                killed = workers[-1].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.1)
+    assert killed, "no Ray Train worker found to kill"
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-5000:]
+    results = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert results["run"]["best_epoch"] > 0
+    assert "resumed from epoch" in out
