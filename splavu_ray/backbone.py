@@ -23,6 +23,7 @@ DEFAULT_VIDEOMAE = "MCG-NJU/videomae-base"
 BUILTIN_DIR = PACKAGE_DIR / "assets"
 BUILTIN_PREFIX = "builtin:"
 RANDOM_PREFIX = "random:"
+POOLER_FILE = "pooler.safetensors"  # attentive pooler shipped beside an encoder checkpoint
 
 
 class BackboneError(RuntimeError):
@@ -129,7 +130,7 @@ def _load_pooler(encoder, kind: str, source: str, pooler_path: str | None) -> At
     candidates = [pooler_path] if pooler_path else []
     src = resolve_source(source)
     if os.path.isdir(src):
-        candidates.append(os.path.join(src, "model.safetensors"))
+        candidates += [os.path.join(src, POOLER_FILE), os.path.join(src, "model.safetensors")]
     for path in candidates:
         if path and os.path.isfile(path):
             state = load_file(path)

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session():
-    """One local Ray for the whole session (ray.init costs seconds; see ENGINEERING.md)."""
+    """One local Ray per test module (ray.init costs seconds; see ENGINEERING.md). address="local"
+    never joins another cluster that happens to run on this machine."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}})
     yield ray
     ray.shutdown()

@@ -74,18 +74,8 @@ def test_every_shipped_yaml_is_valid():
     assert any(p.parent == CONFIG_DIR for p in files)
     for path in files:
         rel = path.relative_to(REPO)
-        data = yaml.safe_load(path.read_text())
+        assert isinstance(yaml.safe_load(path.read_text()), dict), rel
         if path.parent == CONFIG_DIR:
             assert isinstance(load_config(path), Config), rel
-        elif rel.parts[0] == "sweeps":
-            from splavu_ray.sweep import load_sweep
-
-            load_sweep(path)
-        elif rel.parts[0] == "cluster":
-            from splavu_ray.cluster import validate_cluster_yaml
-
-            validate_cluster_yaml(path)
-        elif rel.parts[0] == ".github":
-            assert isinstance(data, dict)
         else:
             pytest.fail(f"{rel}: no validator knows this YAML file; add one to this test")

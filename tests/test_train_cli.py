@@ -33,8 +33,7 @@ def train_cmd(out: Path, cache: Path, name: str, *extra: str) -> list[str]:
 
 
 def run(cmd, timeout=600, **kw):
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -64,8 +63,7 @@ def test_fresh_then_resumed_run_matches_uninterrupted(tmp_path, cache_dir):
 
     # Interrupt a second run after its second checkpoint, then run the same command again.
     cmd = train_cmd(tmp_path, cache_dir, "resumed", *epochs)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     store = tmp_path / "resumed" / "ray" / "resumed"
     deadline = time.time() + 400
@@ -88,8 +86,7 @@ def test_run_survives_a_killed_worker(tmp_path, cache_dir):
     import psutil
 
     cmd = train_cmd(tmp_path, cache_dir, "killed", "optim.epochs=40", "train.max_failures=2")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     store = tmp_path / "killed" / "ray" / "killed"
     deadline, killed = time.time() + 400, None
