@@ -78,7 +78,7 @@ class BackboneConfig(_Section):
         description="'builtin:tiny-vjepa2' (pretrained demo encoder shipped with the package), "
         "'random:tiny' (random-initialised tiny preset), a Hugging Face hub id, or a local folder",
     )
-    pooling: Literal["mean", "attentive"] = "mean"
+    pooling: Literal["mean", "attentive"] = Field("mean", description="attentive needs trained pooler weights (the built-in encoder ships them; demo.yaml uses them)")
     pooler_path: str | None = Field(None, description="safetensors weights of a trained attentive pooler")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
     image_size: int | None = Field(None, ge=16, description="input side; None = the model's own")

@@ -37,6 +37,12 @@ def check_inputs(cfg: Config) -> None:
                        ("data.privacy_manifest", d.privacy_manifest)):
         if value and "://" not in value and not os.path.isfile(os.path.expanduser(value)):
             raise ConfigError(f"config key '{key}': manifest {value!r} does not exist")
+    if cfg.train.mode == "online":
+        try:
+            import splavu_ray.data.pipeline  # noqa: F401
+        except ImportError:
+            raise ConfigError("config key 'train.mode': 'online' needs splavu_ray.data.pipeline, which this "
+                              "release does not ship yet; use 'cached'") from None
     from .backbone import BackboneError, resolve_source
 
     try:

@@ -52,3 +52,4 @@ def test_zero_stage_trains_and_checkpoints_roundtrip(ray_session, toy_store, tmp
     with result.checkpoint.as_directory() as d:
         files = {p.name for p in __import__("pathlib").Path(d).rglob("*")}
     assert any("optim_states" in f or "model_states" in f for f in files)
+
