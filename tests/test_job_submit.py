@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from test_train_cli import TINY
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train_cli import TINY  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
