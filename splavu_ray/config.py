@@ -97,12 +97,49 @@ class AdapterConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class TADTaskConfig(_Section):
+    """Temporal action detection (TriDet-style head, splavu_ray.tad) on untrimmed window sequences."""
+
+    train_split: str = Field("tad_train", description="untrimmed split the detector trains on (THUMOS14: 'train', its validation videos)")
+    test_split: str = Field("tad_test", description="untrimmed split the detector is scored on (THUMOS14: 'test')")
+    hidden: int = Field(128, ge=8, description="channels of the temporal pyramid")
+    levels: int = Field(3, ge=1, le=8, description="pyramid levels (stride 1, 2, 4, ...)")
+    centre_radius: float = Field(1.5, gt=0, description="centre sampling radius, in strides of a level")
+    max_windows: int = Field(256, ge=4, description="training crop of long sequences (windows)")
+    videos_per_step: int = Field(4, ge=1, description="untrimmed videos per rank per co-training step")
+    epochs: int = Field(60, ge=1, description="epochs of the post-hoc detector (evaluation)")
+    lr: float = Field(1e-3, gt=0, description="lr of the post-hoc detector")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="per-class NMS threshold at inference")
+    max_detections: int = Field(100, ge=1, description="detections kept per video")
+
+
+class AnomalyTaskConfig(_Section):
+    """Weakly supervised anomaly detection (MGFN-style head, splavu_ray.anomaly): video labels only."""
+
+    train_split: str = Field("anomaly_train", description="split with video-level labels (UCF-Crime: 'train')")
+    test_split: str = Field("anomaly_test", description="split with frame-level anomaly segments (UCF-Crime: 'test')")
+    hidden: int = Field(128, ge=8)
+    topk: int = Field(3, ge=1, description="windows per video pooled into its video score and magnitude")
+    margin: float = Field(1.0, gt=0, description="abnormal-normal distance of the magnitude contrastive term")
+    w_smooth: float = Field(8e-4, ge=0, description="temporal smoothness weight (abnormal videos)")
+    w_sparse: float = Field(8e-3, ge=0, description="sparsity weight (abnormal videos)")
+    w_mc: float = Field(0.01, ge=0, description="feature-magnitude contrastive weight")
+    max_windows: int = Field(256, ge=4, description="training crop of long sequences (windows)")
+    videos_per_step: int = Field(4, ge=2, description="untrimmed videos per rank per co-training step (half normal)")
+    epochs: int = Field(60, ge=1, description="epochs of the post-hoc detector (evaluation)")
+    lr: float = Field(1e-3, gt=0)
+
+
 class LossConfig(_Section):
     w_lc: float = Field(100.0, ge=0, description="latent consistency weight")
     w_t: float = Field(1.0, ge=0, description="utility (co-training) weight")
     w_b: float = Field(1.0, ge=0, description="budget privacy (NT-Xent) weight")
     w_ar: float = Field(1.0, ge=0, description="action recognition task weight inside L_T")
+    w_tad: float = Field(0.0, ge=0, description="temporal action detection weight inside L_T (0 = task off)")
+    w_ad: float = Field(0.0, ge=0, description="anomaly detection weight inside L_T (0 = task off)")
     temperature: float = Field(0.1, gt=0)
+    tad: TADTaskConfig = Field(default_factory=TADTaskConfig)
+    ad: AnomalyTaskConfig = Field(default_factory=AnomalyTaskConfig)
 
 
 class OptimConfig(_Section):
@@ -139,11 +176,43 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    attacker_epochs: int = Field(100, ge=1)
+    """Evaluation of raw vs anonymized features (splavu_ray.evaluate; README: Evaluation)."""
+
+    tasks: list[Literal["privacy", "action", "bias", "reid"]] | None = Field(
+        None, description="None: privacy and action always, bias and reid when the data has the labels "
+        "(skipped with the reason recorded otherwise); a list: exactly those, missing labels are an error",
+    )
+    attackers: list[Literal["mlp", "linear", "bank"]] = Field(
+        default_factory=lambda: ["mlp", "linear", "bank"],
+        description="privacy attackers; the worst case over all is the headline. mlp is the paper's and always runs",
+    )
+    attacker_epochs: int = Field(100, ge=1, description="epochs of every attacker (paper: 100)")
     attacker_lr: float = Field(1e-3, gt=0)
     attacker_hidden: int | None = Field(None, ge=1, description="None = feature width, as in the paper")
-    probe_epochs: int = Field(100, ge=1)
+    bank_kind: Literal["mlp", "linear"] = Field("mlp", description="architecture of each head of the attacker bank")
+    bank_lrs: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2], min_length=1,
+                                  description="bank: one head per (lr, weight decay) pair")
+    bank_weight_decays: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.1], min_length=1)
+    probe_epochs: int = Field(100, ge=1, description="epochs of the linear action probe (also in the bias protocols)")
     probe_lr: float = Field(1e-3, gt=0)
+    bias_manifest: str | None = Field(None, description="manifest with subject ids and gender (e.g. NTU RGB+D 60); "
+                                      "None = the main dataset")
+    bias_train_split: str = "train"
+    bias_test_split: str = "test"
+    bias_flipped_action: str | None = Field(None, description="None: 'brushing hair' if the vocabulary has it, else "
+                                            "its first action")
+    bias_p: float = Field(0.95, ge=0.5, lt=1.0, description="P(majority group | action) in the NTU-Bias training split")
+    reid_manifest: str | None = Field(None, description="manifest with subject ids for re-identification; None = main")
+    reid_split: str = Field("test", description="split whose videos form the gallery and the probes")
+    plots: bool = Field(True, description="write PNG figures beside results.json")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalConfig":
+        if "mlp" not in self.attackers:
+            raise ValueError("eval.attackers must include 'mlp' (the paper's attacker gives privacy.cmap_raw/anonymized)")
+        if any(lr <= 0 for lr in self.bank_lrs) or any(wd < 0 for wd in self.bank_weight_decays):
+            raise ValueError("eval.bank_lrs must be > 0 and eval.bank_weight_decays >= 0")
+        return self
 
 
 class RayConfig(_Section):

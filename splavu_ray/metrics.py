@@ -1,4 +1,5 @@
-"""Metrics (scikit-learn): privacy cMAP / macro-F1, chance level, action top-1.
+"""Metrics (scikit-learn): privacy cMAP / macro-F1, chance level, action top-1, per-group accuracy
+and its gap, top-1 identity retrieval.
 
 All values are returned in percent.
 """
@@ -58,3 +59,33 @@ def leakage_drop(raw: float, new: float, chance: float) -> float:
     """Relative fall of the leakage above chance, in percent (positive = less leakage)."""
     above = raw - chance
     return 100.0 * (raw - new) / above if above > 0 else float("nan")
+
+
+def per_group_accuracy(scores: np.ndarray, labels: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """Top-1 per group (e.g. gender-presentation group), in percent; groups in sorted order."""
+    pred, labels, groups = np.asarray(scores).argmax(axis=1), np.asarray(labels), np.asarray(groups)
+    return {str(g): 100.0 * float(accuracy_score(labels[groups == g], pred[groups == g])) for g in sorted(set(groups))}
+
+
+def accuracy_gap(per_group: dict[str, float]) -> float:
+    """Largest minus smallest per-group accuracy (points): 0 is fair."""
+    if len(per_group) < 2:
+        raise ValueError(f"an accuracy gap needs at least two groups, got {sorted(per_group)}")
+    return max(per_group.values()) - min(per_group.values())
+
+
+def retrieval_top1(gallery: np.ndarray, gallery_ids: Sequence[str], probe: np.ndarray, probe_ids: Sequence[str]) -> float:
+    """Top-1 identity retrieval with no training: each probe takes the identity of its nearest
+    gallery item by cosine distance (a 1-nearest-neighbour classifier), in percent."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=1, metric="cosine", algorithm="brute")
+    knn.fit(np.asarray(gallery, dtype=np.float64), np.asarray(gallery_ids))
+    return 100.0 * float(accuracy_score(np.asarray(probe_ids), knn.predict(np.asarray(probe, dtype=np.float64))))
+
+
+def retrieval_chance(gallery_ids: Sequence[str], probe_ids: Sequence[str]) -> float:
+    """Expected top-1 of a random gallery pick: sum over probes of P(same identity), in percent."""
+    ids, counts = np.unique(np.asarray(gallery_ids), return_counts=True)
+    share = dict(zip(ids.tolist(), (counts / counts.sum()).tolist()))
+    return 100.0 * float(np.mean([share.get(p, 0.0) for p in np.asarray(probe_ids).tolist()]))

@@ -1,17 +1,25 @@
 """Probes trained on frozen (raw or anonymized) features: privacy attackers and the action probe.
 
 Plain PyTorch on in-memory arrays; metrics from splavu_ray.metrics (scikit-learn).
+
+Attackers (METHOD.md, privacy leakage): the paper's MLP, a linear one, and a *bank*: several heads
+with different learning rates and weight decays trained together in one pass over the features (the
+multi-head probe trick of V-JEPA's evals: one data loop, one forward of the shared input, each head
+with its own optimizer and schedule, so each head learns exactly as if it were trained alone).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import metrics
+
+AttackerKind = Literal["mlp", "linear"]
 
 
 def _standardize(train: np.ndarray, *others: np.ndarray):
@@ -22,31 +30,51 @@ def _standardize(train: np.ndarray, *others: np.ndarray):
     return [(a - mu) / sd for a in (train, *others)]
 
 
-def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, epochs: int, lr: float,
-         weight_decay: float, seed: int, batch_size: int = 64) -> nn.Module:
+def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, epochs: int,
+              lrs: Sequence[float], weight_decays: Sequence[float], seed: int, batch_size: int = 64) -> list[nn.Module]:
+    """Train every head on the same mini-batches (one pass over the data per epoch).
+
+    Each head has its own AdamW and reduce-on-plateau schedule (x1/5, the paper's attacker) driven by
+    its own epoch loss; their losses are summed for one backward, and since the heads share no
+    parameters each head's gradient is what it would be alone.
+    """
+    if not (len(heads) == len(lrs) == len(weight_decays)):
+        raise ValueError(f"{len(heads)} heads need as many lrs and weight decays, got {len(lrs)} and {len(weight_decays)}")
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    # The paper's attacker: reduce-on-plateau, x1/5.
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.2, patience=10)
-    model.train()
+    opts = [torch.optim.AdamW(h.parameters(), lr=lr, weight_decay=wd) for h, lr, wd in zip(heads, lrs, weight_decays)]
+    scheds = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.2, patience=10) for o in opts]
+    for h in heads:
+        h.train()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
-        total = 0.0
+        totals = [0.0] * len(heads)
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
-            loss = loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        sched.step(total / len(x))
-    return model.eval()
+            xb, yb = x[idx], y[idx]
+            losses = [loss_fn(h(xb), yb) for h in heads]
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            torch.stack(losses).sum().backward()
+            for k, (o, loss) in enumerate(zip(opts, losses)):
+                o.step()
+                totals[k] += loss.item() * len(idx)
+        for s, total in zip(scheds, totals):
+            s.step(total / len(x))
+    return [h.eval() for h in heads]
 
 
 def mlp_attacker(dim: int, n_out: int, hidden: int | None = None) -> nn.Module:
     """The paper's attacker: Linear(d, d) - ReLU - Linear(d, n_attributes)."""
     hidden = hidden or dim
     return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+
+def make_attacker(kind: AttackerKind, dim: int, n_out: int, hidden: int | None = None) -> nn.Module:
+    if kind == "mlp":
+        return mlp_attacker(dim, n_out, hidden)
+    if kind == "linear":
+        return nn.Linear(dim, n_out)
+    raise ValueError(f"attacker kind must be 'mlp' or 'linear', got {kind!r}")
 
 
 @dataclass
@@ -59,34 +87,80 @@ class AttackResult:
         return {"cmap": self.cmap, "macro_f1": self.macro_f1, "per_attribute": self.per_attribute}
 
 
-def attack(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-           names: list[str], kind: str = "mlp", epochs: int = 100, lr: float = 1e-3,
-           weight_decay: float = 0.0, hidden: int | None = None, seed: int = 0) -> AttackResult:
-    """Train a privacy attacker WITH labels on (N, d) features; score it on the test split."""
-    if train_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
+def _check_attack_inputs(train_x, train_y, test_x, test_y, names) -> None:
+    if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"attacker features must be (N, d) with equal d, got {train_x.shape} and {test_x.shape}")
-    torch.manual_seed(seed)
-    xtr, xte = _standardize(train_x.astype(np.float32), test_x.astype(np.float32))
-    dim, n_out = xtr.shape[1], train_y.shape[1]
-    model = mlp_attacker(dim, n_out, hidden) if kind == "mlp" else nn.Linear(dim, n_out)
-    _fit(model, torch.from_numpy(xtr), torch.from_numpy(train_y.astype(np.float32)),
-         nn.BCEWithLogitsLoss(), epochs, lr, weight_decay, seed)
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise ValueError(f"features and labels differ in length: {len(train_x)}/{len(train_y)}, {len(test_x)}/{len(test_y)}")
+    if train_y.shape[1] != len(names) or test_y.shape[1] != len(names):
+        raise ValueError(f"{len(names)} attribute names for label matrices of {train_y.shape[1]} and {test_y.shape[1]} columns")
+
+
+def _score(head: nn.Module, xte: torch.Tensor, test_y: np.ndarray, names: Sequence[str]) -> AttackResult:
     with torch.no_grad():
-        probs = torch.sigmoid(model(torch.from_numpy(xte))).numpy()
+        probs = torch.sigmoid(head(xte)).numpy()
     return AttackResult(metrics.cmap(probs, test_y), metrics.macro_f1(probs, test_y),
                         metrics.per_attribute_ap(probs, test_y, names))
 
 
-def action_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 num_classes: int, epochs: int = 100, lr: float = 1e-3, seed: int = 0) -> float:
-    """Linear probe on clip features (N, L, d): trained on every clip, tested with the softmax
-    averaged over each test video's L clips. Returns top-1 in percent."""
+def attack(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+           names: list[str], kind: AttackerKind = "mlp", epochs: int = 100, lr: float = 1e-3,
+           weight_decay: float = 0.0, hidden: int | None = None, seed: int = 0) -> AttackResult:
+    """Train a privacy attacker WITH labels on (N, d) features; score it on the test split."""
+    return attack_bank(train_x, train_y, test_x, test_y, names, [lr], [weight_decay], kind, epochs, hidden,
+                       seed)[_bank_name(lr, weight_decay)]
+
+
+def _bank_name(lr: float, wd: float) -> str:
+    return f"lr{lr:g}_wd{wd:g}"
+
+
+def attack_bank(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                names: list[str], lrs: Sequence[float], weight_decays: Sequence[float],
+                kind: AttackerKind = "mlp", epochs: int = 100, hidden: int | None = None,
+                seed: int = 0) -> dict[str, AttackResult]:
+    """One attacker per (lr, weight decay) pair, all trained in one pass; {"lr0.001_wd0": result}."""
+    _check_attack_inputs(train_x, train_y, test_x, test_y, names)
+    if len(lrs) != len(weight_decays):
+        raise ValueError(f"lrs and weight_decays pair up: {len(lrs)} vs {len(weight_decays)}")
+    torch.manual_seed(seed)
+    xtr, xte = _standardize(train_x.astype(np.float32), test_x.astype(np.float32))
+    dim, n_out = xtr.shape[1], train_y.shape[1]
+    heads = [make_attacker(kind, dim, n_out, hidden) for _ in lrs]
+    fit_heads(heads, torch.from_numpy(xtr), torch.from_numpy(train_y.astype(np.float32)), nn.BCEWithLogitsLoss(),
+              epochs, lrs, weight_decays, seed)
+    xte_t = torch.from_numpy(xte)
+    return {_bank_name(lr, wd): _score(h, xte_t, test_y, names) for h, lr, wd in zip(heads, lrs, weight_decays)}
+
+
+def grid(lrs: Sequence[float], weight_decays: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Every (lr, weight decay) combination as two parallel lists."""
+    pairs = [(lr, wd) for lr in lrs for wd in weight_decays]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def action_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int,
+                  epochs: int = 100, lr: float = 1e-3, seed: int = 0) -> np.ndarray:
+    """Linear probe on clip features (N, L, d), trained on every clip; returns each test video's
+    class probabilities, softmax averaged over its L clips: (M, num_classes)."""
+    if train_x.ndim != 3 or test_x.ndim != 3 or train_x.shape[2] != test_x.shape[2]:
+        raise ValueError(f"probe features must be (N, L, d) with equal d, got {train_x.shape} and {test_x.shape}")
+    if len(train_y) != len(train_x):
+        raise ValueError(f"{len(train_x)} training videos but {len(train_y)} labels")
+    if len(train_y) and (train_y.min() < 0 or train_y.max() >= num_classes):
+        raise ValueError(f"action labels must lie in [0, {num_classes}); got {train_y.min()}..{train_y.max()} "
+                         "(-1 means an unlabelled row)")
     torch.manual_seed(seed)
     xtr, xte = _standardize(train_x.astype(np.float32), test_x.astype(np.float32))
     n, length, dim = xtr.shape
     clips = torch.from_numpy(xtr.reshape(n * length, dim))
     labels = torch.from_numpy(np.repeat(train_y.astype(np.int64), length))
-    model = _fit(nn.Linear(dim, num_classes), clips, labels, nn.CrossEntropyLoss(), epochs, lr, 1e-4, seed)
+    (model,) = fit_heads([nn.Linear(dim, num_classes)], clips, labels, nn.CrossEntropyLoss(), epochs, [lr], [1e-4], seed)
     with torch.no_grad():
-        probs = torch.softmax(model(torch.from_numpy(xte)), dim=-1).mean(dim=1).numpy()
-    return metrics.top1(probs, test_y)
+        return torch.softmax(model(torch.from_numpy(xte)), dim=-1).mean(dim=1).numpy()
+
+
+def action_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 num_classes: int, epochs: int = 100, lr: float = 1e-3, seed: int = 0) -> float:
+    """Top-1 (percent) of the linear probe, with the softmax averaged over each test video's clips."""
+    return metrics.top1(action_scores(train_x, train_y, test_x, num_classes, epochs, lr, seed), test_y)

@@ -69,7 +69,7 @@ def init_ray(cfg: Config) -> None:
 def run(cfg: Config) -> dict:
     from .adapter import load_adapter
     from .datasets import resolve_manifests
-    from .evaluate import evaluate_features, report_table
+    from .evaluate import EvalInputError, ensure_stores, evaluate_run, plan_evaluation, report_table, write_outputs
     from .features import ensure_features
     from .trainer import deepspeed_config, export_from_result, fit
 
@@ -81,6 +81,10 @@ def run(cfg: Config) -> dict:
     init_ray(cfg)
 
     manifests = resolve_manifests(cfg)
+    try:  # evaluation labels are checked before any work, not after training
+        plan = plan_evaluation(cfg, manifests)
+    except EvalInputError as exc:
+        raise ConfigError(str(exc)) from None
     # The feature store serves cached training and, in both modes, the final evaluation.
     store = ensure_features(cfg, manifests["main"])
     pstore = store if manifests["privacy"] == manifests["main"] else ensure_features(cfg, manifests["privacy"])
@@ -96,14 +100,14 @@ def run(cfg: Config) -> dict:
     print(f"[splavu] adapter exported to {best} (best epoch {exported['state']['best_epoch']}, "
           f"val top-1 {exported['state']['best_val_top1']:.2f})", flush=True)
 
-    results = evaluate_features(cfg, adapter, pstore.load(d.privacy_train_split), pstore.load(d.privacy_test_split),
-                                store.load(d.train_split), store.load(d.test_split))
+    stores = ensure_stores(cfg, list(plan.manifests.values())) if plan.manifests else {}
+    results = evaluate_run(cfg, adapter, plan, {manifests["main"]: store, manifests["privacy"]: pstore, **stores})
     results["run"] = {"run_name": cfg.run_name, "adapter": str(best), "best_epoch": exported["state"]["best_epoch"],
                       "best_val_top1": exported["state"]["best_val_top1"], "feature_store": store.root,
                       "backbone": store.meta.get("backbone"), "adapter_parameters": adapter.num_parameters(),
                       "wall_time_s": round(time.time() - t_start, 1)}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print("\n" + report_table(results) + f"\n\nresults: {out / 'results.json'}", flush=True)
+    paths = write_outputs(results, out, cfg.eval.plots)
+    print("\n" + report_table(results) + f"\n\nresults: {paths['json']}", flush=True)
     return results
 
 
@@ -114,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run(cfg)
+    try:
+        run(cfg)
+    except ConfigError as exc:  # e.g. evaluation labels missing, found before training starts
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
