@@ -418,7 +418,7 @@ def video_batch(videos: list[DetectionVideo], feats: list[np.ndarray], max_len: 
     xs, segs, labs = [], [], []
     for v, f in zip(videos, feats):
         x, s, lab = crop_video(f, v.segments / v.window_s, v.labels, max_len, rng)
-        xs.append(torch.from_numpy(np.ascontiguousarray(x, np.float32))), segs.append(s), labs.append(lab)
+        xs.append(torch.from_numpy(np.array(x, np.float32))), segs.append(s), labs.append(lab)  # a copy: store arrays are read-only
     x, mask = pad_sequences(xs)
     seg, lab = segment_batch(segs, labs)
     return x, mask, seg, lab

@@ -99,10 +99,61 @@ class CachedSource:
                     torch.from_numpy(val.action_ids))
         self.dim, self.num_actions, self.num_train = train.dim, len(store.meta["actions"]), len(train)
         self.meta = {"backbone": store.meta.get("backbone", {})}
+        # Co-training: untrimmed videos ride along with every trimmed batch (loss.w_tad / loss.w_ad > 0).
+        clip_len = int(store.meta.get("clip_len", cfg.data.clip_len))
+        lc = cfg.loss
+        self.tad_videos = self._untrimmed(store, lc.tad.train_split, "loss.tad.train_split", "TAD") if lc.w_tad > 0 else []
+        if self.tad_videos:
+            from .tad import detection_videos
+
+            self.tad_videos = detection_videos(self.tad_videos, clip_len, store.meta["actions"])
+        self.ad_videos = self._untrimmed(store, lc.ad.train_split, "loss.ad.train_split", "AD") if lc.w_ad > 0 else []
+        if self.ad_videos:
+            from .anomaly import anomaly_videos, balanced_batch
+
+            self.ad_videos = anomaly_videos(self.ad_videos, clip_len)
+            self.ad_labels = np.array([v.label for v in self.ad_videos])
+            balanced_batch(self.ad_labels, 2, np.random.default_rng(0))  # fails now if one kind is missing
+        self.tad_classes = len(store.meta["actions"]) if self.tad_videos else 0
+
+    @staticmethod
+    def _untrimmed(store, split: str, key: str, task: str):
+        rows = store.load(split)
+        if not len(rows):
+            raise ValueError(f"{task} co-training is on but config key '{key}' names split {split!r}, which has no "
+                             f"videos in the feature store {store.root}")
+        return rows
+
+    def _tad_batch(self, rng: np.random.Generator):
+        from .engine import SequenceBatch
+        from .tad import video_batch
+
+        if not self.tad_videos:
+            return None
+        t = self.cfg.loss.tad
+        idx = rng.choice(len(self.tad_videos), t.videos_per_step, replace=len(self.tad_videos) < t.videos_per_step)
+        vids = [self.tad_videos[i] for i in idx]
+        x, mask, seg, lab = video_batch(vids, [v.feats for v in vids], t.max_windows, rng)
+        return SequenceBatch(x, mask, lab, seg)
+
+    def _ad_batch(self, rng: np.random.Generator):
+        from .anomaly import balanced_batch, sequence_batch
+        from .engine import SequenceBatch
+
+        if not self.ad_videos:
+            return None
+        a = self.cfg.loss.ad
+        idx = balanced_batch(self.ad_labels, a.videos_per_step, rng)
+        x, mask = sequence_batch([self.ad_videos[i].feats for i in idx], a.max_windows, rng)
+        return SequenceBatch(x, mask, torch.from_numpy(self.ad_labels[idx]))
 
     def batches(self, epoch: int):
-        for idx in rank_batches(self.num_train, self.cfg.optim.batch_size, self.rank, self.world, self.cfg.seed, epoch):
-            yield Batch(self.clips[idx], self.static[idx], self.action[idx])
+        for step, idx in enumerate(rank_batches(self.num_train, self.cfg.optim.batch_size, self.rank, self.world,
+                                                self.cfg.seed, epoch)):
+            # Untrimmed draws are a pure function of (seed, epoch, step, rank): resumes repeat them, and
+            # every rank takes exactly one per trimmed step, so all ranks run the same number of steps.
+            rng = np.random.default_rng([self.cfg.seed, epoch, step, self.rank])
+            yield Batch(self.clips[idx], self.static[idx], self.action[idx], self._tad_batch(rng), self._ad_batch(rng))
 
     def validation(self):
         return self.val
@@ -181,7 +232,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     source = (CachedSource if cfg.train.mode == "cached" else OnlineSource)(loop_config, cfg, rank, world, device)
 
     dim, num_actions = source.dim, source.num_actions
-    model = SplavuModel(adapter_from_config(dim, cfg.adapter), num_actions)
+    if (cfg.loss.w_tad > 0 or cfg.loss.w_ad > 0) and not isinstance(source, CachedSource):
+        raise ValueError("loss.w_tad / loss.w_ad co-training reads untrimmed videos from the feature store: "
+                         "use train.mode=cached")
+    model = SplavuModel(adapter_from_config(dim, cfg.adapter), num_actions,
+                        tad_classes=getattr(source, "tad_classes", 0), anomaly=bool(getattr(source, "ad_videos", None)),
+                        loss_cfg=cfg.loss)
     template = adapter_from_config(dim, cfg.adapter)  # CPU copy for exports
     total_epochs = cfg.optim.head_epochs + cfg.optim.epochs
     steps_per_epoch = source.num_train // cfg.optim.batch_size
@@ -222,13 +278,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         for batch in source.batches(epoch):
             batch = batch.to(device, dtype)
             steps += 1
-            out = (head_step_loss(engine, batch) if phase == "heads" else
-                   splavu_step_loss(engine, batch, weights, cfg.loss.temperature, cfg.loss.w_ar, gen))
+            out = (head_step_loss(engine, batch, cfg.loss.w_ar, cfg.loss) if phase == "heads" else
+                   splavu_step_loss(engine, batch, weights, cfg.loss.temperature, cfg.loss.w_ar, gen, cfg.loss))
             engine.backward(out["loss"])
             engine.step()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            clips_seen += batch.clips.shape[0] * (batch.clips.shape[1] + (2 if phase == "joint" else 0))
+            clips_seen += batch.clips.shape[0] * (batch.clips.shape[1] + (2 if phase == "joint" else 0)) + batch.num_windows
         elapsed = time.perf_counter() - t0
         metrics = {f"train_{k}": v / max(1, steps) for k, v in sums.items()}
         metrics["clips_per_s"] = clips_seen / max(elapsed, 1e-9)
@@ -241,8 +297,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
         adapter_state = _adapter_state(engine, cfg.deepspeed.zero_stage)
         # The best checkpoint is chosen by validation action accuracy, in the joint phase only
-        # (during the heads phase f_A is still the identity).
-        if phase == "joint" and metrics["val_top1"] > state["best_val_top1"]:
+        # (during the heads phase f_A is still the identity). With w_ar = 0 the action head is
+        # untrained, so its accuracy says nothing: the latest adapter is the best one.
+        by_val = cfg.loss.w_ar > 0
+        if phase == "joint" and (not by_val or metrics["val_top1"] > state["best_val_top1"]):
             state.update(best_val_top1=metrics["val_top1"], best_epoch=epoch + 1)
             best_state = adapter_state
         metrics["best_val_top1"] = state["best_val_top1"]
@@ -269,6 +327,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 def _print_epoch(m: dict[str, Any], total: int) -> None:
     parts = [f"epoch {m['epoch']:>3}/{total} [{m['phase']}]"]
     for key, fmt in (("train_loss", "loss {:.4f}"), ("train_l_lc", "L_LC {:.4f}"), ("train_l_t", "L_T {:.3f}"),
+                     ("train_l_tad", "L_TAD {:.3f}"), ("train_l_ad", "L_AD {:.3f}"),
                      ("train_l_b", "L_B {:.3f}"), ("val_top1", "val top-1 {:.1f}"),
                      ("val_twin_retrieval", "static twin {:.1f}%"), ("clips_per_s", "{:.0f} clips/s")):
         if key in m:

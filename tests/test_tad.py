@@ -148,9 +148,9 @@ def test_detector_learns_toy_actions():
     assert res["per_tiou"]["0.3"] >= res["per_tiou"]["0.7"]
 
 
-def write_untrimmed_store(root, rng, n=(24, 12), dim=16, length=12, fps=16.0, clip_len=16):
-    """A feature store with tad_* and anomaly_* rows shaped like the built-in data's."""
-    store = FeatureStore(str(root))
+def untrimmed_rows(rng, n=(24, 12), dim=16, length=12, fps=16.0, clip_len=16):
+    """Store rows of tad_* and anomaly_* videos shaped like the built-in data's: an action of class c is
+    a bump in feature c over 3 windows; an anomaly a bump in feature 5 over 2 windows."""
     rows = []
     for split, count in (("tad_train", n[0]), ("tad_test", n[1]), ("anomaly_train", n[0]), ("anomaly_test", n[1])):
         for i in range(count):
@@ -169,9 +169,15 @@ def write_untrimmed_store(root, rng, n=(24, 12), dim=16, length=12, fps=16.0, cl
                    "action_id": -1, "segments": segs, "anomaly": abnormal, "anomaly_segments": anoms,
                    "num_frames": length * clip_len, "fps": fps}
             rows.append(feature_row(man, f, np.zeros((0, dim))))
+    return rows
+
+
+def write_untrimmed_store(root, rng, n=(24, 12), dim=16):
+    store = FeatureStore(str(root))
+    rows = untrimmed_rows(rng, n, dim)
     store.write_shard(0, rows)
     store.write_meta({"num_shards": 1, "num_rows": len(rows), "dim": dim, "actions": ["a0", "a1", "a2"],
-                      "attributes": [], "clip_len": clip_len, "backbone": {"name": "toy", "embed_dim": dim}})
+                      "attributes": [], "clip_len": 16, "backbone": {"name": "toy", "embed_dim": dim}})
     return FeatureStore.open(str(root))
 
 
@@ -198,3 +204,89 @@ def test_detection_videos_reject_unknown_labels_and_missing_fps(tmp_path):
     split.rows[0]["fps"] = None
     with pytest.raises(TADError, match="no fps"):
         detection_videos(split, 16, ["a0", "a1", "a2"])
+
+
+# ---------------------------------------------------------------- co-training (w_tad, w_ad)
+
+
+def cotrain_store(root):
+    """The conftest toy store (trimmed train/val/test, width 32, actions a0..a3) plus untrimmed rows."""
+    from conftest import make_toy_store
+
+    store = make_toy_store(root)
+    rows = untrimmed_rows(np.random.default_rng(5), n=(16, 8), dim=32)
+    store.write_shard(1, rows)
+    store.write_meta({**store.meta, "num_shards": 2, "num_rows": store.meta["num_rows"] + len(rows), "clip_len": 16})
+    return FeatureStore.open(str(root))
+
+
+def cotrain_config(tmp_path, name, extra=()):
+    return load_config(None, [
+        f"run_name={name}", f"output_dir={tmp_path / name}", "adapter.layers=1", "adapter.heads=4",
+        "optim.batch_size=16", "optim.base_batch_size=16", "optim.lr=3e-3", "optim.epochs=2", "optim.head_epochs=1",
+        "optim.warmup_epochs=0", "loss.w_lc=10", "loss.w_tad=1", "loss.w_ad=1", "loss.tad.hidden=16",
+        "loss.tad.levels=2", "loss.ad.hidden=16", "scaling.num_workers=2", *extra])
+
+
+def test_cached_source_rides_untrimmed_batches_along_every_step(tmp_path):
+    from splavu_ray.trainer import CachedSource
+
+    store = cotrain_store(tmp_path / "store")
+    cfg = cotrain_config(tmp_path, "src")
+    loop = {"feature_store": store.root, "train_splits": ["train"], "val_splits": ["val"]}
+    ranks = [CachedSource(loop, cfg, r, 2, "cpu") for r in (0, 1)]
+    batches = [list(src.batches(epoch=0)) for src in ranks]
+    assert len(batches[0]) == len(batches[1]) == 64 // 16  # every rank runs the same number of steps
+    b = batches[0][0]
+    assert b.tad.feats.shape == (4, 12, 32) and b.tad.segments.shape[-1] == 2 and b.tad.labels.min() >= 0
+    assert sorted(b.ad.labels.tolist()) == [0, 0, 1, 1]  # balanced normal / abnormal
+    # a pure function of (seed, epoch, step, rank): a resumed run draws the same videos
+    again = next(CachedSource(loop, cfg, 0, 2, "cpu").batches(epoch=0))
+    assert torch.equal(again.tad.feats, b.tad.feats) and torch.equal(again.ad.labels, b.ad.labels)
+    assert not torch.equal(batches[1][0].tad.feats, b.tad.feats)
+    # a task that is on but has no data is named
+    bad = cotrain_config(tmp_path, "bad", ["loss.tad.train_split=nope"])
+    with pytest.raises(ValueError, match="loss.tad.train_split"):
+        CachedSource(loop, bad, 0, 2, "cpu")
+
+
+def test_cotraining_step_trains_heads_and_adapter_through_task_losses(tmp_path):
+    from splavu_ray.engine import SplavuModel, head_step_loss, splavu_step_loss
+    from splavu_ray.losses import LossWeights
+    from splavu_ray.trainer import CachedSource
+
+    torch.manual_seed(0)
+    cfg = cotrain_config(tmp_path, "step")
+    src = CachedSource({"feature_store": cotrain_store(tmp_path / "store").root, "train_splits": ["train"],
+                        "val_splits": ["val"]}, cfg, 0, 1, "cpu")
+    model = SplavuModel(AnonymizingAdapter(32, layers=1, heads=4), src.num_actions, src.tad_classes, True, cfg.loss)
+    batch = next(src.batches(0))
+    # heads phase: TAD/AD heads learn on raw features, f_A gets no gradient
+    out = head_step_loss(model, batch, cfg.loss.w_ar, cfg.loss)
+    out["loss"].backward()
+    assert {"l_ar", "l_tad", "l_ad"} <= set(out)
+    assert all(p.grad is None or not p.grad.any() for p in model.adapter.parameters())
+    assert all(p.grad is not None for p in model.tad_head.parameters())
+    model.zero_grad()
+    # joint phase with only TAD on: f_A's gradient comes from L_TAD (no L_LC, L_B, AR)
+    only_tad = cfg.loss.model_copy(update={"w_ar": 0.0, "w_ad": 0.0})
+    out = splavu_step_loss(model, batch, LossWeights(0.0, 1.0, 0.0), 0.1, 0.0, torch.Generator().manual_seed(0), only_tad)
+    out["loss"].backward()
+    assert out["loss"].item() == pytest.approx(out["l_tad"].item(), rel=1e-5)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapter.parameters())
+
+
+@pytest.mark.slow
+def test_cotraining_fit_on_ray_with_zero2(ray_session, tmp_path):
+    from splavu_ray.trainer import export_from_result, fit
+
+    store = cotrain_store(tmp_path / "store")
+    cfg = cotrain_config(tmp_path, "cotrain", ["deepspeed.zero_stage=2", "loss.w_ar=0"])
+    result = fit(cfg, store.root, ["train"], ["val"])
+    assert result.error is None
+    hist = export_from_result(result, tmp_path / "export")["state"]["history"]
+    assert [h["phase"] for h in hist] == ["heads", "joint", "joint"]
+    assert all({"train_l_tad", "train_l_ad"} <= set(h) for h in hist)
+    assert hist[-1]["train_l_tad"] < hist[0]["train_l_tad"]
+    # w_ar = 0: validation accuracy of an untrained head does not pick the adapter; the latest does
+    assert export_from_result(result, tmp_path / "export")["state"]["best_epoch"] == 3
