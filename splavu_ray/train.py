@@ -37,12 +37,10 @@ def check_inputs(cfg: Config) -> None:
                        ("data.privacy_manifest", d.privacy_manifest)):
         if value and "://" not in value and not os.path.isfile(os.path.expanduser(value)):
             raise ConfigError(f"config key '{key}': manifest {value!r} does not exist")
-    if cfg.train.mode == "online":
-        try:
-            import splavu_ray.data.pipeline  # noqa: F401
-        except ImportError:
-            raise ConfigError("config key 'train.mode': 'online' needs splavu_ray.data.pipeline, which this "
-                              "release does not ship yet; use 'cached'") from None
+    if cfg.train.mode == "online" and (cfg.loss.w_tad > 0 or cfg.loss.w_ad > 0):
+        # Online mode streams trimmed clips only; co-training reads untrimmed sequences from the store.
+        raise ConfigError("config key 'train.mode': 'online' trains on trimmed clips only; loss.w_tad / "
+                          "loss.w_ad co-training needs train.mode=cached")
     from .backbone import BackboneError, resolve_source
 
     try:

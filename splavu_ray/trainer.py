@@ -160,22 +160,28 @@ class CachedSource:
 
 
 class OnlineSource:
-    """Online mode: Ray Data decodes clips on CPU actors; the frozen backbone (outside DeepSpeed)
-    embeds them in the loop, with the train augmentation applied here on uint8 frames."""
+    """Online mode: Ray Data decodes clips on CPU actors (splavu_ray.data.pipeline); the frozen backbone
+    (outside DeepSpeed) embeds them in the loop, after the train augmentation on the uint8 frames.
+
+    Rows arrive as square frames of side round(S * 256/224) (S = the backbone's input side), the eval
+    resize of METHOD.md, so validation is the same centre crop the feature store uses; training takes a
+    RandomResizedCrop + flip of them. Each video gives one random clip per epoch (L = 1) and two static
+    frames drawn from ``data.num_static_frames`` evenly spaced ones (the reference code's 2 of 10).
+    A resumed run restarts Ray Data's epoch counter, so its clips differ from an uninterrupted run's
+    (cached mode is the bit-exact one)."""
 
     def __init__(self, loop_config: dict[str, Any], cfg: Config, rank: int, world: int, device):
         import ray.train
 
         from .backbone import build_backbone, describe
 
-        self.cfg, self.device = cfg, device
+        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.backbone = build_backbone(cfg.backbone, device, cfg.data.clip_len)
         self.size = self.backbone.image_size
         self.dim, self.num_actions, self.num_train = self.backbone.embed_dim, loop_config["num_actions"], loop_config["num_train"]
         self.meta = {"backbone": describe(self.backbone)}
         self.train_shard = ray.train.get_dataset_shard("train")
         self.val_shard = ray.train.get_dataset_shard("val")
-        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
         self._val = None
 
     @torch.no_grad()
@@ -189,31 +195,35 @@ class OnlineSource:
         return self.backbone(x.to(self.device)).reshape(b, k, -1).cpu()
 
     @torch.no_grad()
-    def _embed_clips(self, clips: torch.Tensor, train: bool) -> torch.Tensor:
+    def _embed_clips(self, clips: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """(N, T, H, W, 3) uint8 -> (N, d); train augmentation when ``gen`` is given, else eval crop."""
         from .data.transforms import eval_transform, train_transform
 
-        if train:
-            x = torch.stack([train_transform(c, self.size, generator=self.gen) for c in clips])
-        else:
-            x = eval_transform(clips, self.size)
+        x = train_transform(clips, self.size, generator=gen) if gen is not None else eval_transform(clips, self.size)
         return self.backbone(x.to(self.device)).cpu()
 
     def batches(self, epoch: int):
         from .data.pipeline import iter_train_batches
 
-        per_rank = self.cfg.optim.batch_size // self.cfg.scaling.num_workers
-        for b in iter_train_batches(self.train_shard, per_rank):
-            clips = self._embed_clips(b["clips"], train=True).unsqueeze(1)  # one clip per video: L = 1
+        # Augmentation draws are a function of (seed, epoch, rank); the clips themselves of Ray Data's
+        # (seed, video, epoch). Every rank gets the same number of full batches (streaming_split(equal=True)
+        # + drop_last), so collective ops stay in step.
+        gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, self.rank]).integers(2**62)))
+        for b in iter_train_batches(self.train_shard, self.cfg.optim.batch_size // self.world):
+            clips = self._embed_clips(b["clips"], gen).unsqueeze(1)  # one clip per video: L = 1
             yield Batch(clips, self._embed_static(b["static"]), b["action_id"].long())
 
     def validation(self):
-        # Validation clips are deterministic (eval sampling): embed them once.
+        # Validation clips are deterministic (eval sampling): every rank embeds all of them, once.
         if self._val is None:
             clips, static, action = [], [], []
-            for b in self.val_shard.iter_torch_batches(batch_size=16):
+            for b in self.val_shard.iter_torch_batches(batch_size=16, drop_last=False):
                 c = b["clips"]  # (B, C, T, H, W, 3)
-                emb = self._embed_clips(c.reshape(-1, *c.shape[2:]), train=False).reshape(c.shape[0], c.shape[1], -1)
-                clips.append(emb), static.append(self._embed_static(b["static"])), action.append(b["action_id"].long())
+                clips.append(self._embed_clips(c.reshape(-1, *c.shape[2:])).reshape(c.shape[0], c.shape[1], -1))
+                static.append(self._embed_static(b["static"]))
+                action.append(b["action_id"].long())
+            if not clips:
+                raise ValueError("online mode: no validation video could be decoded (see rejects.jsonl)")
             self._val = (torch.cat(clips), torch.cat(static), torch.cat(action))
         return self._val
 
@@ -342,17 +352,61 @@ def worker_env(cfg: Config) -> dict[str, str]:
     return env
 
 
+def online_frame_side(cfg: Config) -> int:
+    """Side of the square frames the online pipeline decodes: the eval resize round(S * 256/224) of the
+    backbone's input side S, read from its config (a hub/folder backbone's weights stay unloaded)."""
+    from .backbone import RANDOM_PREFIX, _model_classes, build_backbone, resolve_source
+
+    b = cfg.backbone
+    if b.source.startswith(RANDOM_PREFIX):  # tiny presets: building one costs milliseconds
+        side = build_backbone(b, "cpu", cfg.data.clip_len).image_size
+    else:
+        path = os.path.expanduser(resolve_source(b.source))
+        conf = _model_classes(b.kind)[0].from_pretrained(path, local_files_only=os.path.isdir(path))
+        side = getattr(conf, "crop_size", None) or getattr(conf, "image_size", 224)
+    return int(round(side * 256 / 224))
+
+
 def online_datasets(cfg: Config, manifest_path: str, train_splits: list[str], val_splits: list[str]) -> dict:
-    """Ray Data clip streams for online mode (decoded on CPU actors, fixed-shape uint8 rows)."""
-    from .backbone import build_backbone
+    """Ray Data clip streams for online mode (decoded on CPU actors, fixed-shape uint8 rows); bad videos
+    are dropped and listed in ``output_dir/rejects.jsonl``."""
     from .data.pipeline import clip_dataset
 
-    size = build_backbone(cfg.backbone, "cpu", cfg.data.clip_len).image_size
     d = cfg.data
-    common = dict(clip_len=d.clip_len, size=size, seed=cfg.seed, decode_workers=d.decode_workers,
-                  batch_size=d.decode_batch_size, rejects_path=str(cfg.output_path / "rejects.jsonl"))
-    return {"train": clip_dataset(manifest_path, train_splits, mode="train", static_k=2, **common),
-            "val": clip_dataset(manifest_path, val_splits, mode="eval", num_clips=d.num_eval_clips, static_k=2, **common)}
+    common = dict(clip_len=d.clip_len, size=online_frame_side(cfg), seed=cfg.seed, stride=d.frame_stride,
+                  decode_workers=d.decode_workers, batch_size=d.decode_batch_size,
+                  rejects_path=str(cfg.output_path / "rejects.jsonl"))
+    return {"train": clip_dataset(manifest_path, train_splits, mode="train", static_k=2,
+                                  static_pool=d.num_static_frames, **common),
+            # all static frames, as the feature store keeps them (validation_metrics picks two)
+            "val": clip_dataset(manifest_path, val_splits, mode="eval", num_clips=d.num_eval_clips,
+                                static_k=d.num_static_frames, **common)}
+
+
+def _check_online_resources(cfg: Config) -> None:
+    """Ray Data's decode actors (1 CPU each) only get the CPUs the training workers leave free: with
+    none left the run would wait forever, so say so up front."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    total = ray.cluster_resources().get("CPU", 0.0)
+    taken = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    if total - taken < 1:
+        print(f"[splavu] WARNING: train.mode=online: the cluster has {total:g} CPUs now and the "
+              f"{cfg.scaling.num_workers} training workers take {taken:g} (scaling.cpus_per_worker="
+              f"{cfg.scaling.cpus_per_worker:g}); Ray Data needs at least 1 more CPU to decode clips and "
+              f"waits until one is free (lower scaling.cpus_per_worker or add nodes)", flush=True)
+
+
+def _report_rejects(cfg: Config) -> None:
+    from .data.pipeline import reject_counts
+
+    path = cfg.output_path / "rejects.jsonl"
+    counts = reject_counts(str(path))
+    if counts["rejected"]:
+        print(f"[splavu] online mode dropped {counts['rejected']} undecodable video(s) {counts['by_reason']}: "
+              f"{path}", flush=True)
 
 
 def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_splits: list[str],
@@ -378,6 +432,7 @@ def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_spl
         manifest = read_manifest(manifest_path)
         loop_config.update(num_actions=len(manifest.actions), num_train=len(manifest.split(*train_splits)))
         datasets = online_datasets(cfg, manifest_path, train_splits, val_splits)
+        _check_online_resources(cfg)
         # Only the training stream is split between workers; every worker validates on all of val.
         dataset_config = ray.train.DataConfig(datasets_to_split=["train"])
     trainer = TorchTrainer(
@@ -393,7 +448,10 @@ def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_spl
         datasets=datasets,
         **({"dataset_config": dataset_config} if dataset_config else {}),
     )
-    return trainer.fit()
+    result = trainer.fit()
+    if cfg.train.mode == "online":
+        _report_rejects(cfg)
+    return result
 
 
 def export_from_result(result, out_dir: Path) -> dict[str, Path]:

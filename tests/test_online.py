@@ -1,0 +1,67 @@
+"""Online mode: Ray Data decodes the clips and the frozen backbone runs inside the Ray Train loop."""
+
+import json
+
+import pytest
+import torch
+
+from splavu_ray.adapter import load_adapter
+from splavu_ray.config import ConfigError, load_config
+from splavu_ray.data.manifest import read_manifest, write_manifest
+from splavu_ray.data.pipeline import read_rejects
+from splavu_ray.datasets import resolve_manifests
+from splavu_ray.train import check_inputs
+from splavu_ray.trainer import export_from_result, fit, online_frame_side
+
+TINY = [
+    "train.mode=online", "backbone.source=random:tiny", "backbone.image_size=32", "data.clip_len=8",
+    "data.synthetic.resolution=32", "data.synthetic.num_frames=16",
+    "data.synthetic.videos_per_split={pretrain: 1, train: 16, val: 4, test: 1}",
+    "data.synthetic.privacy_images={train: 1, test: 1}", "data.synthetic.untrimmed_videos={train: 1, test: 1}",
+    "data.num_static_frames=4", "data.num_eval_clips=2", "data.decode_workers=1", "data.decode_batch_size=4",
+    "adapter.layers=1", "adapter.heads=4", "optim.batch_size=8", "optim.base_batch_size=8", "optim.lr=1e-3",
+    "optim.epochs=1", "optim.head_epochs=1", "optim.warmup_epochs=0",
+    "scaling.num_workers=2", "scaling.cpus_per_worker=0.5",  # leaves 1 of the 2 CPUs to the decoder
+]
+
+
+def test_online_is_accepted_but_not_with_co_training(tmp_path):
+    check_inputs(load_config(None, TINY))
+    with pytest.raises(ConfigError, match="'train.mode': 'online' trains on trimmed clips only"):
+        check_inputs(load_config(None, [*TINY, "loss.w_tad=1"]))
+    cfg = load_config(None, TINY)
+    assert online_frame_side(cfg) == round(32 * 256 / 224)  # the eval resize of a 32 px backbone
+
+
+@pytest.mark.slow
+def test_online_run_trains_checkpoints_and_reports(ray_session, tmp_path):
+    cfg = load_config(None, [*TINY, "run_name=online", f"output_dir={tmp_path / 'out'}",
+                             f"data.cache_dir={tmp_path / 'cache'}"])
+    synthetic = read_manifest(resolve_manifests(cfg)["main"])
+    # Two bad files among the training videos: the run drops and lists them, it does not fail.
+    (tmp_path / "not_a_video.mp4").write_text("hello")
+    bad = [{"uri": str(tmp_path / "missing.mp4"), "dataset": "synthetic", "split": "train", "media": "video",
+            "action": synthetic.actions[0]},
+           {"uri": str(tmp_path / "not_a_video.mp4"), "dataset": "synthetic", "split": "train", "media": "video",
+            "action": synthetic.actions[1]}]
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(str(manifest), synthetic.rows() + bad, synthetic.actions, synthetic.attributes)
+
+    result = fit(cfg, None, ["train"], ["val"], manifest_path=str(manifest))
+    assert result.error is None
+    out = export_from_result(result, tmp_path / "export")
+    hist = out["state"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2] and [h["phase"] for h in hist] == ["heads", "joint"]
+    for h in hist:
+        assert h["clips_per_s"] > 0 and 0 <= h["val_top1"] <= 100 and torch.isfinite(torch.tensor(h["train_loss"]))
+    assert {"train_l_lc", "train_l_b", "train_l_t"} <= set(hist[1])
+    adapter = load_adapter(out["best_adapter"])  # the backbone's width (random:tiny: 192), no Ray/DeepSpeed
+    meta = json.loads((out["best_adapter"] / "adapter.json").read_text())["metadata"]
+    assert meta["backbone"]["name"] == "random:tiny" and meta["epoch"] == 2
+    x = torch.randn(2, 1, 192)
+    assert adapter(x).shape == x.shape
+    with result.checkpoint.as_directory() as d:
+        assert json.loads((__import__("pathlib").Path(d) / "trainer_state.json").read_text())["epoch"] == 2
+    rejects = read_rejects(str(cfg.output_path / "rejects.jsonl"))
+    assert {r["reason"] for r in rejects} == {"missing", "not_video"}
+    assert {r["count"] for r in rejects} == {2}  # met once per epoch
