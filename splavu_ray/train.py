@@ -59,9 +59,15 @@ def init_ray(cfg: Config) -> None:
     env = worker_env(cfg)
     for k, v in env.items():
         os.environ.setdefault(k, v)
-    # address None: ray.init joins RAY_ADDRESS when set (ray job submit), else starts a local Ray.
-    ray.init(address=cfg.ray.address, runtime_env={"env_vars": env}, log_to_driver=True,
-             include_dashboard=False if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) else None)
+    # address None: ray.init joins RAY_ADDRESS (ray job submit) or the cluster `ray start` left on this
+    # machine, else starts a local Ray. A local Ray keeps its dashboard (Ray Train V2's placement-group
+    # cleaner queries the state API through it); Ray binds it to loopback by default.
+    # Under `ray job submit` Ray merges our runtime_env into the job's and refuses a key set in both:
+    # the job's own env_vars win.
+    job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    taken = set(((job_env.get("runtime_env") or {}).get("env_vars") or {}))
+    env = {k: v for k, v in env.items() if k not in taken}
+    ray.init(address=cfg.ray.address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
 
 
 def run(cfg: Config) -> dict:
