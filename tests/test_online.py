@@ -21,7 +21,7 @@ TINY = [
     "data.num_static_frames=4", "data.num_eval_clips=2", "data.decode_workers=1", "data.decode_batch_size=4",
     "adapter.layers=1", "adapter.heads=4", "optim.batch_size=8", "optim.base_batch_size=8", "optim.lr=1e-3",
     "optim.epochs=1", "optim.head_epochs=1", "optim.warmup_epochs=0",
-    "scaling.num_workers=2", "scaling.cpus_per_worker=0.5",  # leaves 1 of the 2 CPUs to the decoder
+    "scaling.num_workers=1", "scaling.cpus_per_worker=1",  # leaves 1 of the 2 CPUs to the decoder
 ]
 
 

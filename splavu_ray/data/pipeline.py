@@ -61,6 +61,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 import traceback
 from collections import Counter
@@ -269,6 +270,8 @@ class ClipDecoder:
 
     @staticmethod
     def _make_metrics() -> dict[str, Any]:
+        if "ray" not in sys.modules:  # used without Ray (tests, the benchmark's plain loop): no import cost
+            return {}
         try:
             import ray
             from ray.util.metrics import Counter as RayCounter
@@ -416,8 +419,8 @@ def clip_dataset(
     randomness); the video order is shuffled per epoch at the granularity of ``batch_size`` videos.
     Decoding runs on ``map_batches(ClipDecoder, compute=ActorPoolStrategy(min_size=1,
     max_size=decode_workers))``, ``batch_size`` videos per call, ``num_cpus_per_worker`` CPUs per actor.
-    Bad files are dropped; see the module docstring for rejects (``rejects_path``: a local or shared
-    POSIX path, appended to) and memory.
+    Bad files are dropped, also files that decode only partly unless ``keep_partial``; see the module
+    docstring for rejects (``rejects_path``: a local or shared POSIX path, appended to) and memory.
     """
     import ray
 

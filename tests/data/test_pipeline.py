@@ -167,7 +167,7 @@ def by_row(rows):
 
 @pytest.mark.slow
 def test_eval_rows_and_train_batches_through_ray(two_nodes, media, tmp_path):
-    ds = dataset(media, tmp_path, mode="eval", num_clips=2)
+    ds = dataset(media, tmp_path, mode="eval", num_clips=2, decode_workers=1)
     batches = list(iter_train_batches(ds, batch_size=4))
     assert len(batches) == NUM_GOOD // 4  # drop_last: equal step counts on every worker
     clips = batches[0]["clips"]
