@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from . import pareto
 from .config import (CONFIG_DIR, Config, ConfigError, _Section, deep_merge, parse_overrides, read_yaml,
@@ -161,6 +161,7 @@ class SweepSpec(_Section):
     output_dir: str | None = None
     storage: str | None = Field(None, description="Optuna storage URL; None = sqlite:///OUTPUT_DIR/optuna.db")
     feature_store: str | None = Field(None, description="an existing feature store; None = extract (once) for the base config")
+    _base_given: dict[str, Any] = PrivateAttr(default_factory=dict)  # base config as written (file + 'base')
 
     @field_validator("space")
     @classmethod
@@ -251,6 +252,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | None = None) -> t
     else:
         base_path = CONFIG_DIR / "demo.yaml"
     base = deep_merge(read_yaml(base_path), spec.base)
+    spec._base_given = base
     try:
         base = validate(base).to_dict()
     except ConfigError as exc:
@@ -270,10 +272,11 @@ def check_space(space: dict[str, ParamSpec], base: dict[str, Any]) -> None:
                                  f"{str(exc).removeprefix('invalid config:').strip()}") from None
 
 
-def fingerprint(spec: SweepSpec, base: dict[str, Any]) -> str:
-    """What makes a study the same sweep: space, objectives and base config (not n_trials or the sampler)."""
+def fingerprint(spec: SweepSpec) -> str:
+    """What makes a study the same sweep: space, objectives and the base config as written (not the
+    schema's defaults, which a package upgrade may extend; not n_trials or the sampler)."""
     ident = {"space": {k: v.model_dump() for k, v in sorted(spec.space.items())},
-             "objectives": spec.objectives.model_dump(), "base": base}
+             "objectives": spec.objectives.model_dump(), "base": spec._base_given}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -438,22 +441,6 @@ def open_study(spec: SweepSpec, fp: str):
     return study, storage
 
 
-def init_ray(cfg: Config) -> None:
-    """Join ray.address or RAY_ADDRESS, else start a private local Ray. (ray.init(address=None) would
-    join whichever cluster was last started on this machine, e.g. someone else's.)"""
-    import ray
-
-    from .trainer import worker_env
-
-    if ray.is_initialized():
-        return
-    env = worker_env(cfg)
-    for k, v in env.items():
-        os.environ.setdefault(k, v)
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False if address == "local" else None)
-
-
 def concurrency(spec: SweepSpec, base: Config, resources: dict[str, float]) -> int:
     """How many trials fit on the cluster at once (each: its driver + its Train workers)."""
     s = base.scaling
@@ -496,7 +483,7 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     import ray.tune
     from optuna.trial import TrialState
 
-    from .train import check_inputs
+    from .train import check_inputs, init_ray
 
     t0 = time.time()
     base_cfg = validate(base)
@@ -505,7 +492,7 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     (out / "base_config.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
-    study, storage = open_study(spec, fingerprint(spec, base))
+    study, storage = open_study(spec, fingerprint(spec))
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = spec.n_trials - done
     print(f"[sweep] study {spec.name!r} ({spec.storage_url}): {done} finished trial(s), {max(remaining, 0)} to run",

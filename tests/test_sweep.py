@@ -95,15 +95,18 @@ def test_concurrency_from_cluster_resources(tmp_path):
 def test_study_resume_fails_interrupted_trials_and_refuses_another_sweep(tmp_path):
     spec, base = load_sweep(write_sweep(tmp_path))
     spec.output_path.mkdir(parents=True)
-    study, _ = open_study(spec, fingerprint(spec, base))
+    study, _ = open_study(spec, fingerprint(spec))
     study.tell(study.ask(), [50.0, 70.0])
     running = study.ask()  # what a killed sweep leaves behind
-    study, _ = open_study(spec, fingerprint(spec, base))
+    study, _ = open_study(spec, fingerprint(spec))
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "FAIL"] and study.trials[running.number].state.name == "FAIL"
-    other, other_base = load_sweep(write_sweep(tmp_path), ["space.loss.w_b.high=5"])
-    with pytest.raises(SweepError, match="different search space"):
-        open_study(other, fingerprint(other, other_base))
+    more, _ = load_sweep(write_sweep(tmp_path), ["n_trials=5", "sampler.seed=1"])  # extending is fine
+    open_study(more, fingerprint(more))
+    for change in (["space.loss.w_b.high=5"], ["base.optim.epochs=3"]):
+        other, _ = load_sweep(write_sweep(tmp_path), change)
+        with pytest.raises(SweepError, match="different search space"):
+            open_study(other, fingerprint(other))
 
 
 def test_outputs_from_a_study(tmp_path):
