@@ -205,6 +205,11 @@ class EvalConfig(_Section):
     reid_manifest: str | None = Field(None, description="manifest with subject ids for re-identification; None = main")
     reid_split: str = Field("test", description="split whose videos form the gallery and the probes")
     plots: bool = Field(True, description="write PNG figures beside results.json")
+    batch_size: int = Field(64, ge=1, description="mini-batch of every probe and attacker (raise it for large datasets)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where probes train; auto = cuda when present")
+    cpu_threads: int | None = Field(1, ge=1, description="torch threads while probes train on CPU (None = torch's "
+                                    "default): small probes are fastest on one, and extra threads slow down sharply "
+                                    "on a busy machine")
 
     @model_validator(mode="after")
     def _check(self) -> "EvalConfig":

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,6 +53,13 @@ def anonymize(adapter: AnonymizingAdapter, feats: np.ndarray, batch: int = 1024)
     return np.concatenate(out) if out else feats
 
 
+def _fit_kw(cfg: Config) -> dict:
+    device = cfg.eval.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"batch_size": cfg.eval.batch_size, "device": device}
+
+
 def _views(adapter: AnonymizingAdapter) -> tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...]:
     return ("raw", lambda x: x), ("anonymized", lambda x: anonymize(adapter, x))
 
@@ -69,11 +77,11 @@ def run_attackers(cfg: Config, train_x: np.ndarray, train_y: np.ndarray, test_x:
     for kind in ("mlp", "linear"):
         if kind in ev.attackers:
             out[kind] = probes.attack(train_x, train_y, test_x, test_y, names, kind, ev.attacker_epochs,
-                                      ev.attacker_lr, hidden=ev.attacker_hidden, seed=cfg.seed)
+                                      ev.attacker_lr, hidden=ev.attacker_hidden, seed=cfg.seed, **_fit_kw(cfg))
     if "bank" in ev.attackers:
         lrs, wds = probes.grid(ev.bank_lrs, ev.bank_weight_decays)
         bank = probes.attack_bank(train_x, train_y, test_x, test_y, names, lrs, wds, ev.bank_kind,
-                                  ev.attacker_epochs, ev.attacker_hidden, cfg.seed)
+                                  ev.attacker_epochs, ev.attacker_hidden, cfg.seed, **_fit_kw(cfg))
         out.update({f"bank/{k}": v for k, v in bank.items()})
     return out
 
@@ -119,7 +127,8 @@ def action_section(cfg: Config, adapter: AnonymizingAdapter, train: FeatureSplit
     out: dict = {}
     for tag, f in _views(adapter):
         out[f"top1_{tag}"] = probes.action_probe(f(atr), train.action_ids, f(ate), test.action_ids,
-                                                 len(train.actions), ev.probe_epochs, ev.probe_lr, cfg.seed)
+                                                 len(train.actions), ev.probe_epochs, ev.probe_lr, cfg.seed,
+                                                 **_fit_kw(cfg))
     out["relative_change"] = metrics.relative_change(out["top1_raw"], out["top1_anonymized"])
     out["delta_points"] = out["top1_anonymized"] - out["top1_raw"]
     out["top1_chance"] = 100.0 / max(1, len(train.actions))
@@ -154,7 +163,8 @@ def bias_section(cfg: Config, adapter: AnonymizingAdapter, train: FeatureSplit, 
         xtr, xte = f(train.stacked_clips()), f(test.stacked_clips())
         for name, sel in protocols.items():
             tr, te = sel["train"], sel["test"]
-            scores = probes.action_scores(xtr[tr], ytr[tr], xte[te], len(actions), ev.probe_epochs, ev.probe_lr, cfg.seed)
+            scores = probes.action_scores(xtr[tr], ytr[tr], xte[te], len(actions), ev.probe_epochs, ev.probe_lr,
+                                          cfg.seed, **_fit_kw(cfg))
             entry = out["protocols"].setdefault(name, {
                 "flipped_action": sel["flipped_action"], "train_videos": int(len(tr)), "test_videos": int(len(te)),
                 "train_group_share": bias_protocols.group_shares(train.rows, tr),
@@ -228,7 +238,26 @@ def evaluate_features(cfg: Config, adapter: AnonymizingAdapter, privacy_train: F
             raise EvalInputError(f"adapter width {adapter.dim} does not match feature width {split.dim}: the adapter "
                                  "was trained on another backbone")
     out: dict = {"timing_s": {}}
+    with _cpu_threads(cfg.eval.cpu_threads):
+        _run_tasks(cfg, adapter, out, privacy_train, privacy_test, action_train, action_test, bias, reid, sources)
+    out["sizes"] = {name: len(s) for name, s in (("privacy_train", privacy_train), ("privacy_test", privacy_test),
+                                                   ("action_train", action_train), ("action_test", action_test))
+                    if s is not None}
+    return out
 
+
+@contextmanager
+def _cpu_threads(n: int | None):
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_tasks(cfg, adapter, out, privacy_train, privacy_test, action_train, action_test, bias, reid, sources) -> None:
     def timed(task: str, fn, *args):
         t0 = time.time()
         out[task] = fn(*args)
@@ -242,10 +271,6 @@ def evaluate_features(cfg: Config, adapter: AnonymizingAdapter, privacy_train: F
         timed("bias", bias_section, cfg, adapter, bias[0], bias[1], sources.get("bias", ""))
     if reid is not None:
         timed("reid", reid_section, cfg, adapter, reid, sources.get("reid", ""))
-    out["sizes"] = {name: len(s) for name, s in (("privacy_train", privacy_train), ("privacy_test", privacy_test),
-                                                   ("action_train", action_train), ("action_test", action_test))
-                    if s is not None}
-    return out
 
 
 def report_table(results: dict) -> str:

@@ -31,7 +31,8 @@ def _standardize(train: np.ndarray, *others: np.ndarray):
 
 
 def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, epochs: int,
-              lrs: Sequence[float], weight_decays: Sequence[float], seed: int, batch_size: int = 64) -> list[nn.Module]:
+              lrs: Sequence[float], weight_decays: Sequence[float], seed: int, batch_size: int = 64,
+              device: str = "cpu") -> list[nn.Module]:
     """Train every head on the same mini-batches (one pass over the data per epoch).
 
     Each head has its own AdamW and reduce-on-plateau schedule (x1/5, the paper's attacker) driven by
@@ -41,6 +42,8 @@ def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss
     if not (len(heads) == len(lrs) == len(weight_decays)):
         raise ValueError(f"{len(heads)} heads need as many lrs and weight decays, got {len(lrs)} and {len(weight_decays)}")
     gen = torch.Generator().manual_seed(seed)
+    heads = [h.to(device) for h in heads]
+    x, y = x.to(device), y.to(device)
     opts = [torch.optim.AdamW(h.parameters(), lr=lr, weight_decay=wd) for h, lr, wd in zip(heads, lrs, weight_decays)]
     scheds = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.2, patience=10) for o in opts]
     for h in heads:
@@ -49,7 +52,7 @@ def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss
         order = torch.randperm(len(x), generator=gen)
         totals = [0.0] * len(heads)
         for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i:i + batch_size].to(device)
             xb, yb = x[idx], y[idx]
             losses = [loss_fn(h(xb), yb) for h in heads]
             for o in opts:
@@ -60,7 +63,7 @@ def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss
                 totals[k] += loss.item() * len(idx)
         for s, total in zip(scheds, totals):
             s.step(total / len(x))
-    return [h.eval() for h in heads]
+    return [h.eval().cpu() for h in heads]
 
 
 def mlp_attacker(dim: int, n_out: int, hidden: int | None = None) -> nn.Module:
@@ -105,10 +108,11 @@ def _score(head: nn.Module, xte: torch.Tensor, test_y: np.ndarray, names: Sequen
 
 def attack(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
            names: list[str], kind: AttackerKind = "mlp", epochs: int = 100, lr: float = 1e-3,
-           weight_decay: float = 0.0, hidden: int | None = None, seed: int = 0) -> AttackResult:
+           weight_decay: float = 0.0, hidden: int | None = None, seed: int = 0, batch_size: int = 64,
+           device: str = "cpu") -> AttackResult:
     """Train a privacy attacker WITH labels on (N, d) features; score it on the test split."""
     return attack_bank(train_x, train_y, test_x, test_y, names, [lr], [weight_decay], kind, epochs, hidden,
-                       seed)[_bank_name(lr, weight_decay)]
+                       seed, batch_size, device)[_bank_name(lr, weight_decay)]
 
 
 def _bank_name(lr: float, wd: float) -> str:
@@ -118,7 +122,7 @@ def _bank_name(lr: float, wd: float) -> str:
 def attack_bank(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                 names: list[str], lrs: Sequence[float], weight_decays: Sequence[float],
                 kind: AttackerKind = "mlp", epochs: int = 100, hidden: int | None = None,
-                seed: int = 0) -> dict[str, AttackResult]:
+                seed: int = 0, batch_size: int = 64, device: str = "cpu") -> dict[str, AttackResult]:
     """One attacker per (lr, weight decay) pair, all trained in one pass; {"lr0.001_wd0": result}."""
     _check_attack_inputs(train_x, train_y, test_x, test_y, names)
     if len(lrs) != len(weight_decays):
@@ -128,7 +132,7 @@ def attack_bank(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
     dim, n_out = xtr.shape[1], train_y.shape[1]
     heads = [make_attacker(kind, dim, n_out, hidden) for _ in lrs]
     fit_heads(heads, torch.from_numpy(xtr), torch.from_numpy(train_y.astype(np.float32)), nn.BCEWithLogitsLoss(),
-              epochs, lrs, weight_decays, seed)
+              epochs, lrs, weight_decays, seed, batch_size, device)
     xte_t = torch.from_numpy(xte)
     return {_bank_name(lr, wd): _score(h, xte_t, test_y, names) for h, lr, wd in zip(heads, lrs, weight_decays)}
 
@@ -140,7 +144,8 @@ def grid(lrs: Sequence[float], weight_decays: Sequence[float]) -> tuple[list[flo
 
 
 def action_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int,
-                  epochs: int = 100, lr: float = 1e-3, seed: int = 0) -> np.ndarray:
+                  epochs: int = 100, lr: float = 1e-3, seed: int = 0, batch_size: int = 64,
+                  device: str = "cpu") -> np.ndarray:
     """Linear probe on clip features (N, L, d), trained on every clip; returns each test video's
     class probabilities, softmax averaged over its L clips: (M, num_classes)."""
     if train_x.ndim != 3 or test_x.ndim != 3 or train_x.shape[2] != test_x.shape[2]:
@@ -155,12 +160,15 @@ def action_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
     n, length, dim = xtr.shape
     clips = torch.from_numpy(xtr.reshape(n * length, dim))
     labels = torch.from_numpy(np.repeat(train_y.astype(np.int64), length))
-    (model,) = fit_heads([nn.Linear(dim, num_classes)], clips, labels, nn.CrossEntropyLoss(), epochs, [lr], [1e-4], seed)
+    (model,) = fit_heads([nn.Linear(dim, num_classes)], clips, labels, nn.CrossEntropyLoss(), epochs, [lr], [1e-4], seed,
+                          batch_size, device)
     with torch.no_grad():
         return torch.softmax(model(torch.from_numpy(xte)), dim=-1).mean(dim=1).numpy()
 
 
 def action_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 num_classes: int, epochs: int = 100, lr: float = 1e-3, seed: int = 0) -> float:
+                 num_classes: int, epochs: int = 100, lr: float = 1e-3, seed: int = 0, batch_size: int = 64,
+                 device: str = "cpu") -> float:
     """Top-1 (percent) of the linear probe, with the softmax averaged over each test video's clips."""
-    return metrics.top1(action_scores(train_x, train_y, test_x, num_classes, epochs, lr, seed), test_y)
+    return metrics.top1(action_scores(train_x, train_y, test_x, num_classes, epochs, lr, seed, batch_size, device),
+                        test_y)

@@ -1,0 +1,132 @@
+"""Evaluation suite: results.json sections, the Table 1 markdown, figures, and the evaluate CLI as a
+user runs it (adapter=PATH + overrides) on a prepared feature store."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import make_toy_store
+from splavu_ray.adapter import AnonymizingAdapter, save_adapter
+from splavu_ray.config import load_config
+from splavu_ray.data.manifest import write_manifest
+from splavu_ray.evaluate import evaluate_features, main
+from splavu_ray.features import default_store_root
+from splavu_ray.report import TABLE_COLUMNS, TableColumn, markdown_table, register_column
+
+DIM = 192  # width of backbone.source=random:tiny, so the CLI's width check passes before any work
+FAST = ["eval.attacker_epochs=8", "eval.probe_epochs=8", "eval.attacker_lr=0.01", "eval.probe_lr=0.01",
+        "eval.bank_lrs=[0.001, 0.01]", "eval.bank_weight_decays=[0.0]"]
+
+
+def test_table_has_a_column_per_task_and_takes_new_ones():
+    results = {"privacy": {"cmap_worst_raw": 80.0, "cmap_worst_anonymized": 60.0, "cmap_worst_chance": 50.0},
+               "action": {"top1_raw": 90.0, "top1_anonymized": 88.2}, "tad": {"map_raw": 50.0, "map_anonymized": 49.0}}
+    table = markdown_table(results).splitlines()
+    assert table[0].startswith("|  | privacy cMAP, worst attacker (lower=better) | action top-1 (higher=better) |")
+    assert table[2:5] == ["| raw | 80.00 | 90.00 |", "| anonymized | 60.00 | 88.20 |",
+                          "| relative change | -25.0% | -2.0% |"]
+    assert table[5] == "| chance | 50.00 |  |"
+    saved = list(TABLE_COLUMNS)
+    try:
+        register_column(TableColumn("TAD mAP", "tad", "map", True))
+        assert "| raw | 80.00 | 90.00 | 50.00 |" in markdown_table(results)
+    finally:
+        TABLE_COLUMNS[:] = saved
+
+
+class Blind(AnonymizingAdapter):
+    """A perfect (and useless) anonymizer: every feature becomes zero. Raw and anonymized columns must
+    then differ exactly as far as the signal goes: anonymized privacy at chance."""
+
+    def forward(self, x, padding_mask=None):
+        return torch.zeros_like(x)
+
+
+def test_evaluate_features_all_tasks(tmp_path):
+    store = make_toy_store(tmp_path / "s", n_train=64, n_test=42, dim=32)
+    cfg = load_config(None, FAST)
+    adapter = Blind(32, "mlp", layers=1)
+    train, test = store.load("train"), store.load("test")
+    res = evaluate_features(cfg, adapter, store.load("privacy_train"), store.load("privacy_test"), train, test,
+                            bias=(train, test), reid=test)
+    p = res["privacy"]
+    assert set(p["attackers"]) == {"mlp", "linear", "bank/lr0.001_wd0", "bank/lr0.01_wd0"}
+    for tag in ("raw", "anonymized"):
+        cmaps = {k: v[tag]["cmap"] for k, v in p["attackers"].items()}
+        assert p[f"cmap_worst_{tag}"] == max(cmaps.values()) and p[f"worst_attacker_{tag}"] in cmaps
+        assert p[f"cmap_{tag}"] == cmaps["mlp"]  # the paper's attacker keeps its keys
+        assert p["per_attribute"]["attr_p"][tag] == max(v[tag]["per_attribute"]["attr_p"] for v in p["attackers"].values())
+    assert p["cmap_worst_raw"] > 90 > p["cmap_chance"] + 30  # the toy attribute is easy to attack
+    assert p["cmap_worst_anonymized"] == pytest.approx(p["cmap_chance"])
+    a = res["action"]
+    assert a["top1_raw"] > 2 * a["top1_chance"] > a["top1_anonymized"] and a["clips_per_video"] == 2
+    b = res["bias"]
+    assert set(b["protocols"]) == {"ntu_bias_f", "ntu_bias_m", "natural"}
+    f = b["protocols"]["ntu_bias_f"]
+    assert f["test_group_share"] == {"female": 0.5, "male": 0.5} and f["train_group_share"]["male"] > 0.6
+    assert b["gap_raw"] == f["raw"]["gap"] == pytest.approx(abs(f["raw"]["per_group"]["female"] - f["raw"]["per_group"]["male"]))
+    r = res["reid"]
+    assert r["gallery"] + r["probes"] == 42 and r["subjects"] == 7 and 0 <= r["top1_anonymized"] <= 100
+    assert set(res["timing_s"]) == {"privacy", "action", "bias", "reid"}
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    """A manifest with a complete feature store where `python -m splavu_ray.evaluate` looks for it."""
+    toy = make_toy_store(tmp_path / "toy", n_train=48, n_val=4, n_test=42, dim=DIM, clips=5)
+    split = toy.load()
+    manifest = tmp_path / "data.parquet"
+    write_manifest(str(manifest), split.rows, split.actions, split.attributes)
+    common = [f"data.dataset={manifest}", f"data.privacy_manifest={manifest}", "backbone.source=random:tiny",
+              "backbone.pooling=mean", f"data.cache_dir={tmp_path / 'cache'}", *FAST]
+    shutil.copytree(toy.root, default_store_root(load_config(None, common), str(manifest)))
+    adapter = tmp_path / "adapter"
+    torch.manual_seed(0)
+    save_adapter(AnonymizingAdapter(DIM, layers=1, heads=4), adapter)
+    return tmp_path, common, adapter, split
+
+
+def test_cli_writes_results_table_and_figures(prepared, capsys):
+    tmp_path, common, adapter, _ = prepared
+    out = tmp_path / "eval"
+    # main() is what `python -m splavu_ray.evaluate` runs; in-process saves the interpreter start-up.
+    assert main([f"adapter={adapter}", *common, f"output_dir={out}"]) == 0
+    stdout = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    for key in ("cmap_raw", "cmap_anonymized", "cmap_chance", "cmap_worst_raw", "cmap_worst_anonymized", "per_attribute"):
+        assert key in res["privacy"]
+    assert {"top1_raw", "top1_anonymized"} <= set(res["action"]) and "gap_anonymized" in res["bias"]
+    assert res["reid"]["probes"] > 0 and res["run"]["adapter"] == str(adapter)
+    table = (out / "results.md").read_text()
+    assert table.splitlines()[2].startswith("| raw |") and "relative change" in table and table in stdout + "\n"
+    for png in ("privacy_utility.png", "per_attribute_ap.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_inputs_fail_before_any_work(prepared, capsys):
+    tmp_path, common, adapter, split = prepared
+    out = tmp_path / "never"
+
+    def fails(*args):
+        assert main([*common, *args, f"output_dir={out}"]) == 2
+        assert not out.exists()
+        return capsys.readouterr().err
+
+    narrow = save_adapter(AnonymizingAdapter(64, layers=1, heads=4), tmp_path / "narrow")
+    assert "adapter width 64 does not match the feature width 192" in fails(f"adapter={narrow}")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(adapter, corrupt)
+    (corrupt / "adapter.safetensors").write_bytes(b"\x00garbage")
+    assert "not a readable safetensors file" in fails(f"adapter={corrupt}")
+    assert "adapter=PATH" in fails()
+    # A manifest without gender labels cannot serve the bias protocols that are asked for.
+    no_gender = tmp_path / "no_gender.parquet"
+    write_manifest(str(no_gender), [{**r, "gender": None} for r in split.rows], split.actions, split.attributes)
+    err = fails(f"adapter={adapter}", f"eval.bias_manifest={no_gender}")
+    assert "eval task 'bias'" in err and "lack a usable 'gender'" in err
+    # ... and with eval.tasks unset, a manifest without subjects simply skips re-identification.
+    no_attr = tmp_path / "no_attr.parquet"
+    write_manifest(str(no_attr), [{**r, "private_attributes": []} for r in split.rows], split.actions, [])
+    assert "no private-attribute labels" in fails(f"adapter={adapter}", f"data.privacy_manifest={no_attr}")
