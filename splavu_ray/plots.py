@@ -35,8 +35,9 @@ def privacy_utility(results: dict, path: str | Path) -> Path | None:
         ty = col.values(results)
         ax.annotate("", xy=(px[1], ty[1]), xytext=(px[0], ty[0]),
                     arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.2})
-        ax.scatter([px[0]], [ty[0]], s=70, c=_RAW, label="raw", zorder=3)
-        ax.scatter([px[1]], [ty[1]], s=70, c=_ANON, label="anonymized", zorder=3)
+        # raw: a hollow ring, so it stays visible when anonymization barely moves the point
+        ax.scatter([px[0]], [ty[0]], s=160, facecolors="none", edgecolors=_RAW, linewidths=2, label="raw", zorder=3)
+        ax.scatter([px[1]], [ty[1]], s=50, c=_ANON, label="anonymized", zorder=4)
         chance = priv.chance(results)
         if chance is not None:
             ax.axvline(chance, ls=":", c="black", lw=1, label="privacy chance")
