@@ -51,6 +51,7 @@ def store_key(cfg: Config, manifest_path: str) -> str:
         "clip_len": d.clip_len, "stride": d.frame_stride, "eval_clips": d.num_eval_clips,
         "static": d.num_static_frames, "protocol": PROTOCOL_VERSION,
     }
+    ident["skip_splits"] = sorted(d.skip_feature_splits)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -166,7 +167,10 @@ def extract_features(cfg: Config, manifest_path: str, root: str | None = None, s
 
     manifest = read_manifest(manifest_path)
     root = root or default_store_root(cfg, manifest_path)
-    rows = manifest.rows()
+    skip = set(cfg.data.skip_feature_splits)
+    rows = [r for r in manifest.rows() if r.get("split") not in skip]
+    if not rows:
+        raise ConfigError(f"manifest {manifest_path!r} has no rows outside data.skip_feature_splits={sorted(skip)}")
     num_shards = max(1, -(-len(rows) // shard_size))
     store = FeatureStore(root)
     try:

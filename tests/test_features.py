@@ -31,6 +31,8 @@ def small_manifest(tmp_path):
     img = videos.write_image(tmp_path / "img.png", height=40, width=56)
     rows.append({"uri": str(img), "dataset": "t", "split": "privacy_train", "media": "image",
                  "private_attributes": ["x"]})
+    # data.skip_feature_splits (default ["pretrain"]): never embedded
+    rows.append({"uri": rows[0]["uri"], "dataset": "t", "split": "pretrain", "media": "video", "action": "a0"})
     videos.write_empty(tmp_path / "empty.mp4")
     rows.append({"uri": str(tmp_path / "empty.mp4"), "dataset": "t", "split": "train", "media": "video"})
     rows.append({"uri": str(tmp_path / "missing.mp4"), "dataset": "t", "split": "train", "media": "video"})
@@ -55,6 +57,7 @@ def test_extract_skips_bad_files_and_resumes(ray_session, small_manifest, tmp_pa
     assert long.clips[0].shape == (5, 192)  # ceil(70 / 16) windows
     img = store.load("privacy_train")
     assert img.clips[0].shape == (0, 192) and img.static[0].shape == (1, 192)
+    assert "pretrain" not in set(store.table()["split"].to_pylist())
     rejects = [json.loads(line) for line in open(Path(root) / "rejects.jsonl")]
     assert {r["reason"] for r in rejects} >= {"missing", "empty"} and len(rejects) == 3
     # re-running skips finished shards: remove one, only it is recomputed
