@@ -66,6 +66,11 @@ class DataConfig(_Section):
         description="splits whose videos are untrimmed (embedded as sequential windows); rows with "
         "action segments or anomaly=True always are",
     )
+    skip_feature_splits: list[str] = Field(
+        default_factory=lambda: ["pretrain"],
+        description="manifest splits the feature store never embeds (the built-in data's 'pretrain' split "
+        "only trains the demo encoder)",
+    )
     decode_workers: int = Field(2, ge=1, description="max actors decoding clips in Ray Data")
     decode_batch_size: int = Field(4, ge=1, description="videos per map_batches call")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
