@@ -183,8 +183,8 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """Evaluation of raw vs anonymized features (splavu_ray.evaluate; README: Evaluation)."""
 
-    tasks: list[Literal["privacy", "action", "bias", "reid"]] | None = Field(
-        None, description="None: privacy and action always, bias and reid when the data has the labels "
+    tasks: list[Literal["privacy", "action", "bias", "reid", "tad", "anomaly"]] | None = Field(
+        None, description="None: privacy and action always; bias, reid, tad and anomaly when the data has the labels "
         "(skipped with the reason recorded otherwise); a list: exactly those, missing labels are an error",
     )
     attackers: list[Literal["mlp", "linear", "bank"]] = Field(

@@ -37,8 +37,8 @@ from .config import Config, ConfigError
 from .feature_store import FeatureSplit, FeatureStore
 from .report import markdown_table
 
-TASKS = ("privacy", "action", "bias", "reid")
-OPTIONAL_TASKS = ("bias", "reid")  # run by default only when the data has their labels
+TASKS = ("privacy", "action", "bias", "reid", "tad", "anomaly")
+OPTIONAL_TASKS = ("bias", "reid", "tad", "anomaly")  # run by default only when the data has their labels
 
 
 class EvalInputError(ValueError):
@@ -352,6 +352,28 @@ def _check_reid(cfg: Config, path: str) -> None:
         raise EvalInputError(f"{where}: no subject has two or more videos, so there is nothing to retrieve")
 
 
+def _check_tad(cfg: Config, path: str) -> None:
+    t = cfg.loss.tad
+    for split in (t.train_split, t.test_split):
+        _, rows = _split_rows(path, split)
+        if not any(r.get("segments") for r in rows):
+            raise EvalInputError(f"manifest {path!r}, split {split!r} has no untrimmed videos with action segments "
+                                 "(loss.tad.*_split)")
+
+
+def _check_anomaly(cfg: Config, path: str) -> None:
+    a = cfg.loss.ad
+    _, rows = _split_rows(path, a.train_split)
+    labels = {bool(r.get("anomaly")) for r in rows}
+    if labels != {True, False}:
+        raise EvalInputError(f"manifest {path!r}, split {a.train_split!r} needs both normal and anomalous videos "
+                             "(loss.ad.train_split)")
+    _, rows = _split_rows(path, a.test_split)
+    if not any(r.get("anomaly_segments") for r in rows):
+        raise EvalInputError(f"manifest {path!r}, split {a.test_split!r} has no anomaly segments to score "
+                             "(loss.ad.test_split)")
+
+
 def plan_evaluation(cfg: Config, manifests: dict[str, str]) -> EvalPlan:
     """Check every task's labels from the manifests (cheap, before feature extraction or training).
 
@@ -362,11 +384,13 @@ def plan_evaluation(cfg: Config, manifests: dict[str, str]) -> EvalPlan:
     explicit = ev.tasks is not None
     wanted = list(dict.fromkeys(ev.tasks)) if explicit else list(TASKS)
     paths = {"privacy": manifests["privacy"], "action": manifests["main"],
-             "bias": ev.bias_manifest or manifests["main"], "reid": ev.reid_manifest or manifests["main"]}
+             "bias": ev.bias_manifest or manifests["main"], "reid": ev.reid_manifest or manifests["main"],
+             "tad": manifests["main"], "anomaly": manifests["main"]}
     for key, value in (("eval.bias_manifest", ev.bias_manifest), ("eval.reid_manifest", ev.reid_manifest)):
         if value and "://" not in value and not os.path.isfile(os.path.expanduser(value)):
             raise EvalInputError(f"config key '{key}': manifest {value!r} does not exist")
-    checks = {"privacy": _check_privacy, "action": _check_action, "bias": _check_bias, "reid": _check_reid}
+    checks = {"privacy": _check_privacy, "action": _check_action, "bias": _check_bias, "reid": _check_reid,
+              "tad": _check_tad, "anomaly": _check_anomaly}
     plan = EvalPlan([], {})
     for task in wanted:
         try:
@@ -427,9 +451,29 @@ def evaluate_run(cfg: Config, adapter: AnonymizingAdapter, plan: EvalPlan, store
     reid = load("reid", ev.reid_split)[0] if has("reid") else None
     results = evaluate_features(cfg, adapter, *privacy, *action, bias=bias, reid=reid,
                                 sources={t: plan.manifests[t] for t in plan.tasks})
+    with _cpu_threads(cfg.eval.cpu_threads):
+        for task, fn in (("tad", _tad), ("anomaly", _anomaly)):
+            if has(task):
+                t0 = time.time()
+                store = stores[plan.manifests[task]]
+                check_adapter_width(adapter, int(store.meta["dim"]), f"feature store {store.root}")
+                results[task] = fn(cfg, adapter, store)
+                results["timing_s"][task] = round(time.time() - t0, 2)
     if plan.skipped:
         results["skipped"] = dict(plan.skipped)
     return results
+
+
+def _tad(cfg: Config, adapter: AnonymizingAdapter, store: FeatureStore) -> dict:
+    from .tad import evaluate_tad
+
+    return evaluate_tad(cfg, adapter, store)
+
+
+def _anomaly(cfg: Config, adapter: AnonymizingAdapter, store: FeatureStore) -> dict:
+    from .anomaly import evaluate_anomaly
+
+    return evaluate_anomaly(cfg, adapter, store)
 
 
 def write_outputs(results: dict, folder: str | Path, plots: bool = True) -> dict[str, Path]:

@@ -48,6 +48,8 @@ TABLE_COLUMNS: list[TableColumn] = [
     TableColumn("action top-1", "action", "top1", True),
     TableColumn("bias gap NTU-Bias-F", "bias", "gap", False, "fairness"),
     TableColumn("subject re-id top-1", "reid", "top1", False, "privacy"),
+    TableColumn("TAD mAP (THUMOS14 protocol)", "tad", "map", True),
+    TableColumn("anomaly AUC (UCF-Crime protocol)", "anomaly", "auc", True),
 ]
 
 

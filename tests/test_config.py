@@ -77,5 +77,15 @@ def test_every_shipped_yaml_is_valid():
         assert isinstance(yaml.safe_load(path.read_text()), dict), rel
         if path.parent == CONFIG_DIR:
             assert isinstance(load_config(path), Config), rel
+        elif rel.parts[0] == "sweeps":  # sweep schema + every searched key against Config
+            from splavu_ray.sweep import load_sweep
+
+            load_sweep(path)
+        elif rel.parts[0] == "cluster":  # Ray's own cluster-launcher schema (what `ray up` checks)
+            import copy
+
+            from ray.autoscaler._private.util import prepare_config, validate_config
+
+            validate_config(prepare_config(copy.deepcopy(yaml.safe_load(path.read_text()))))
         else:
             pytest.fail(f"{rel}: no validator knows this YAML file; add one to this test")

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import make_toy_store
+from toy import make_toy_store
 from splavu_ray.adapter import AnonymizingAdapter, save_adapter
 from splavu_ray.config import load_config
 from splavu_ray.data.manifest import write_manifest
@@ -22,7 +22,7 @@ FAST = ["eval.attacker_epochs=8", "eval.probe_epochs=8", "eval.attacker_lr=0.01"
 
 def test_table_has_a_column_per_task_and_takes_new_ones():
     results = {"privacy": {"cmap_worst_raw": 80.0, "cmap_worst_anonymized": 60.0, "cmap_worst_chance": 50.0},
-               "action": {"top1_raw": 90.0, "top1_anonymized": 88.2}, "tad": {"map_raw": 50.0, "map_anonymized": 49.0}}
+               "action": {"top1_raw": 90.0, "top1_anonymized": 88.2}, "newtask": {"map_raw": 50.0, "map_anonymized": 49.0}}
     table = markdown_table(results).splitlines()
     assert table[0].startswith("|  | privacy cMAP, worst attacker (lower=better) | action top-1 (higher=better) |")
     assert table[2:5] == ["| raw | 80.00 | 90.00 |", "| anonymized | 60.00 | 88.20 |",
@@ -30,7 +30,7 @@ def test_table_has_a_column_per_task_and_takes_new_ones():
     assert table[5] == "| chance | 50.00 |  |"
     saved = list(TABLE_COLUMNS)
     try:
-        register_column(TableColumn("TAD mAP", "tad", "map", True))
+        register_column(TableColumn("new task mAP", "newtask", "map", True))
         assert "| raw | 80.00 | 90.00 | 50.00 |" in markdown_table(results)
     finally:
         TABLE_COLUMNS[:] = saved
@@ -130,3 +130,36 @@ def test_bad_inputs_fail_before_any_work(prepared, capsys):
     no_attr = tmp_path / "no_attr.parquet"
     write_manifest(str(no_attr), [{**r, "private_attributes": []} for r in split.rows], split.actions, [])
     assert "no private-attribute labels" in fails(f"adapter={adapter}", f"data.privacy_manifest={no_attr}")
+
+
+def test_cli_adds_tad_and_anomaly_columns_when_the_data_has_untrimmed_videos(prepared, capsys):
+    import numpy as np
+
+    from splavu_ray.feature_store import FeatureStore
+    from test_tad import untrimmed_rows
+
+    tmp_path, common, adapter, split = prepared
+    # Without untrimmed videos both tasks are skipped, with the reason recorded.
+    assert main([f"adapter={adapter}", *common, f"output_dir={tmp_path / 'plain'}"]) == 0
+    skipped = json.loads((tmp_path / "plain" / "results.json").read_text())["skipped"]
+    assert "segments" in skipped["tad"] and "anomalous" in skipped["anomaly"]
+    # The same data plus tad_*/anomaly_* videos: a new manifest, its store = toy shard + untrimmed shard.
+    rows = untrimmed_rows(np.random.default_rng(3), n=(12, 8), dim=DIM)
+    manifest = tmp_path / "with_untrimmed.parquet"
+    toy_root = str(tmp_path / "toy")
+    FeatureStore(toy_root).write_shard(1, rows)
+    store = FeatureStore.open(toy_root)
+    store.write_meta({**store.meta, "num_shards": 2, "num_rows": store.meta["num_rows"] + len(rows), "clip_len": 16})
+    full = FeatureStore.open(toy_root).load()
+    write_manifest(str(manifest), full.rows, split.actions, split.attributes)
+    cfg = [c.replace(str(tmp_path / "data.parquet"), str(manifest)) for c in common]
+    shutil.copytree(toy_root, default_store_root(load_config(None, cfg), str(manifest)))
+    out = tmp_path / "eval_all"
+    assert main([f"adapter={adapter}", *cfg, f"output_dir={out}", "loss.tad.epochs=15", "loss.ad.epochs=15",
+                 "loss.tad.hidden=16", "loss.ad.hidden=16"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert 0 <= res["tad"]["map_raw"] <= 100 and 0 <= res["tad"]["map_anonymized"] <= 100
+    assert 0 <= res["anomaly"]["auc_raw"] <= 100 and {"tad", "anomaly"} <= set(res["timing_s"])
+    assert "tad" not in res.get("skipped", {})
+    table = (out / "results.md").read_text()
+    assert "TAD mAP" in table and "anomaly AUC" in table

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 sys.path.insert(0, str(Path(__file__).parent))
 import videos  # noqa: E402
-from conftest import make_toy_store  # noqa: E402
+from toy import make_toy_store  # noqa: E402
 
 from splavu_ray.adapter import load_adapter  # noqa: E402
 from splavu_ray.config import load_config  # noqa: E402

@@ -148,7 +148,7 @@ def test_outputs_from_a_study(tmp_path):
 def test_sweep_interrupted_then_resumed_end_to_end(tmp_path):
     """Kill a sweep while its second trial trains; the same command then finishes the study
     without re-running the finished trial, and writes every output."""
-    from conftest import make_toy_store
+    from toy import make_toy_store
 
     store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)
     cmd = [sys.executable, "-m", "splavu_ray.sweep", str(write_sweep(tmp_path, feature_store=store.root))]

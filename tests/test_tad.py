@@ -211,7 +211,7 @@ def test_detection_videos_reject_unknown_labels_and_missing_fps(tmp_path):
 
 def cotrain_store(root):
     """The conftest toy store (trimmed train/val/test, width 32, actions a0..a3) plus untrimmed rows."""
-    from conftest import make_toy_store
+    from toy import make_toy_store
 
     store = make_toy_store(root)
     rows = untrimmed_rows(np.random.default_rng(5), n=(16, 8), dim=32)
