@@ -70,6 +70,35 @@ def init_ray(cfg: Config) -> None:
     ray.init(address=cfg.ray.address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
 
 
+# Sections whose change makes a checkpoint of the same run meaningless to resume from.
+RESUME_KEYS = ("seed", "data", "backbone", "adapter", "loss", "optim", "deepspeed", "train.mode", "scaling.num_workers")
+
+
+def _pick(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part, {}) if isinstance(d, dict) else {}
+    return d
+
+
+def check_resume(cfg: Config) -> None:
+    """Same run_name + output_dir resumes; refuse (before any work) when the earlier run's resolved
+    config differs in what its checkpoints depend on, instead of silently continuing the old run."""
+    saved = cfg.output_path / "config.yaml"
+    storage = cfg.ray.storage_path or str(cfg.output_path / "ray")
+    if not saved.is_file() or "://" in storage or not (Path(storage) / cfg.run_name).is_dir():
+        return
+    try:
+        old = load_config(saved).to_dict()
+    except ConfigError:
+        return  # written by another version: nothing reliable to compare
+    new = cfg.to_dict()
+    changed = [k for k in RESUME_KEYS if _pick(old, k) != _pick(new, k)]
+    if changed:
+        raise ConfigError(f"run '{cfg.run_name}' in {cfg.output_path} already has checkpoints made with a different "
+                          f"config ({', '.join(changed)} changed; see {saved}); running again resumes it, so pick a new "
+                          "run_name/output_dir, or delete that folder to start over")
+
+
 def run(cfg: Config) -> dict:
     from .adapter import load_adapter
     from .datasets import resolve_manifests
@@ -80,6 +109,7 @@ def run(cfg: Config) -> dict:
     t_start = time.time()
     out = cfg.output_path
     out.mkdir(parents=True, exist_ok=True)
+    check_resume(cfg)
     cfg.save()
     (out / "deepspeed.json").write_text(json.dumps(deepspeed_config(cfg, cfg.scaling.num_workers), indent=2))
     init_ray(cfg)

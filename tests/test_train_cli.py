@@ -103,3 +103,19 @@ def test_run_survives_a_killed_worker(tmp_path, cache_dir):
     results = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert results["run"]["best_epoch"] > 0
     assert not psutil.pid_exists(killed)
+
+
+def test_rerun_with_a_changed_config_is_refused_not_resumed(tmp_path):
+    from splavu_ray.config import ConfigError, load_config
+    from splavu_ray.train import check_resume
+
+    base = [f"output_dir={tmp_path}/run", "run_name=r1", "loss.w_b=1"]
+    cfg = load_config(None, base)
+    check_resume(cfg)  # nothing there yet
+    cfg.save()
+    check_resume(cfg)  # a config but no checkpoints: a fresh start
+    (tmp_path / "run" / "ray" / "r1").mkdir(parents=True)
+    check_resume(cfg)  # same config: resumes
+    check_resume(load_config(None, [*base, "eval.probe_epochs=3"]))  # evaluation settings may change
+    with pytest.raises(ConfigError, match=r"run 'r1' .* \(loss changed"):
+        check_resume(load_config(None, [*base[:2], "loss.w_b=5"]))
