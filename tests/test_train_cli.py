@@ -19,6 +19,7 @@ TINY = [
     "data.num_static_frames=4", "data.num_eval_clips=2", "data.decode_workers=1",
     "adapter.layers=1", "optim.batch_size=16", "optim.base_batch_size=16", "optim.lr=1e-3",
     "optim.head_epochs=1", "optim.warmup_epochs=0", "eval.attacker_epochs=15", "eval.probe_epochs=15",
+    "loss.tad.epochs=5", "loss.ad.epochs=5",
 ]
 
 
@@ -85,7 +86,7 @@ def test_fresh_then_resumed_run_matches_uninterrupted(tmp_path, cache_dir):
 def test_run_survives_a_killed_worker(tmp_path, cache_dir):
     import psutil
 
-    cmd = train_cmd(tmp_path, cache_dir, "killed", "optim.epochs=40", "train.max_failures=2")
+    cmd = train_cmd(tmp_path, cache_dir, "killed", "optim.epochs=12", "train.max_failures=2")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     store = tmp_path / "killed" / "ray" / "killed"
