@@ -7,8 +7,9 @@ Both sides run the SAME decode code (splavu_ray.data.pipeline.ClipDecoder: one t
 + 2 static frames per video, decoded to short side 256 and centre-cropped): the loop calls it in this
 process, video after video; the pipeline runs it in ``--cores`` Ray Data actors (ActorPoolStrategy),
 with the driver consuming rows as a trainer would (``iter_batches``). Each epoch of the pipeline starts
-its actor pool anew (that is how Ray Data runs a dataset), so the figures are given twice: for the whole
-epoch and for its steady state (the rate between the arrival of 25% and 90% of the rows). Target (issue 3): pipeline >=
+its actor pool anew (that is how Ray Data runs a dataset; persistent actors are ray#46479), so the
+figures are given twice: for the whole epoch, start-up included (the best epoch), and for its steady
+state (the rate between the arrival of 25% and 90% of the rows). Target (issue 3): pipeline >=
 0.8 x N x loop. The load average is recorded, because other processes on the machine distort both.
 """
 

@@ -178,6 +178,10 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures a run survives")
     static_pairs: int = Field(2, ge=2, le=2, description="static clips drawn per video per step")
+    select: Literal["val_top1", "last"] = Field(
+        "val_top1", description="the adapter a run exports as best_adapter: val_top1 = the joint epoch with the best "
+        "validation action top-1 (the paper's rule); last = the final epoch's (for small validation sets, where "
+        "validation top-1 is too noisy to pick an epoch by)")
 
 
 class EvalConfig(_Section):

@@ -137,14 +137,40 @@ def head_step_loss(model: SplavuModel, batch: Batch, w_ar: float = 1.0, loss_cfg
     return {"loss": l_t, "l_t": l_t.detach(), **parts, "acc": _acc(out.logits, batch.action)}
 
 
+def gather_across_ranks(z: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(the rows of ``z`` from every rank, in rank order; world size). Only this rank's rows carry
+    gradient: the others arrive detached. Without torch.distributed (one process) z itself."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return z, 1
+    parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, z.detach().contiguous())
+    parts[dist.get_rank()] = z
+    return torch.cat(parts), len(parts)
+
+
+def global_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent over the GLOBAL batch: every rank's static clips are negatives (METHOD.md: all other
+    static clips in the batch), so L_B does not change with the number of workers.
+
+    The value is the global loss on every rank. Its gradient is scaled by the world size. Each rank
+    gets only its own rows' share of the gradient, and the data-parallel all-reduce averages over
+    ranks, so the scaling makes the update equal the global loss's gradient."""
+    g1, world = gather_across_ranks(z1)
+    g2, _ = gather_across_ranks(z2)
+    loss = nt_xent(g1, g2, temperature)
+    return loss if world == 1 else loss + (world - 1) * (loss - loss.detach())
+
+
 def splavu_step_loss(model: SplavuModel, batch: Batch, w: LossWeights, temperature: float,
                      w_ar: float, gen: torch.Generator, loss_cfg=None) -> dict[str, torch.Tensor]:
-    """Joint phase: w_LC * L_LC + w_T * L_T* - w_B * L_B (heads see only L_T*)."""
+    """Joint phase: w_LC * L_LC + w_T * L_T* - w_B * L_B (heads see only L_T*); L_B over the global batch."""
     s1, s2 = draw_static_pairs(batch.static, gen)
     n = s1.shape[0]
     out = model(batch.clips, torch.cat([s1, s2]).unsqueeze(1), tad=batch.tad, ad=batch.ad)
     zs = out.zs.squeeze(1)
-    l_b = nt_xent(zs[:n], zs[n:], temperature)
+    l_b = global_nt_xent(zs[:n], zs[n:], temperature)
     l_lc = latent_consistency(out.z, batch.clips)
     l_t, parts = task_loss(out, batch, w_ar, loss_cfg)
     total = splavu_total(l_lc, l_t, l_b, w)

@@ -71,7 +71,8 @@ def init_ray(cfg: Config) -> None:
 
 
 # Sections whose change makes a checkpoint of the same run meaningless to resume from.
-RESUME_KEYS = ("seed", "data", "backbone", "adapter", "loss", "optim", "deepspeed", "train.mode", "scaling.num_workers")
+RESUME_KEYS = ("seed", "data", "backbone", "adapter", "loss", "optim", "deepspeed", "train.mode", "train.select",
+               "scaling.num_workers")
 
 
 def _pick(d: dict, dotted: str):
@@ -123,7 +124,8 @@ def run(cfg: Config) -> dict:
     store = ensure_features(cfg, manifests["main"])
     pstore = store if manifests["privacy"] == manifests["main"] else ensure_features(cfg, manifests["privacy"])
     d = cfg.data
-    print(f"[splavu] features ready in {time.time() - t_start:.0f}s: {store.root}", flush=True)
+    t_features = time.time()
+    print(f"[splavu] features ready in {t_features - t_start:.0f}s: {store.root}", flush=True)
 
     result = fit(cfg, store.root, [d.train_split], [d.val_split], manifest_path=manifests["main"])
     if result.error:
@@ -134,12 +136,16 @@ def run(cfg: Config) -> dict:
     print(f"[splavu] adapter exported to {best} (best epoch {exported['state']['best_epoch']}, "
           f"val top-1 {exported['state']['best_val_top1']:.2f})", flush=True)
 
+    t_trained = time.time()
     stores = ensure_stores(cfg, list(plan.manifests.values())) if plan.manifests else {}
     results = evaluate_run(cfg, adapter, plan, {manifests["main"]: store, manifests["privacy"]: pstore, **stores})
     results["run"] = {"run_name": cfg.run_name, "adapter": str(best), "best_epoch": exported["state"]["best_epoch"],
                       "best_val_top1": exported["state"]["best_val_top1"], "feature_store": store.root,
                       "backbone": store.meta.get("backbone"), "adapter_parameters": adapter.num_parameters(),
-                      "wall_time_s": round(time.time() - t_start, 1)}
+                      "wall_time_s": round(time.time() - t_start, 1),
+                      # where the wall time went: data + features, Ray Train (start-up included), evaluation
+                      "phases_s": {"features": round(t_features - t_start, 1), "training": round(t_trained - t_features, 1),
+                                   "evaluation": round(time.time() - t_trained, 1)}}
     paths = write_outputs(results, out, cfg.eval.plots)
     print("\n" + report_table(results) + f"\n\nresults: {paths['json']}", flush=True)
     return results

@@ -308,8 +308,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         adapter_state = _adapter_state(engine, cfg.deepspeed.zero_stage)
         # The best checkpoint is chosen by validation action accuracy, in the joint phase only
         # (during the heads phase f_A is still the identity). With w_ar = 0 the action head is
-        # untrained, so its accuracy says nothing: the latest adapter is the best one.
-        by_val = cfg.loss.w_ar > 0
+        # untrained, so its accuracy says nothing: the latest adapter is the best one, as with
+        # train.select=last.
+        by_val = cfg.loss.w_ar > 0 and cfg.train.select == "val_top1"
         if phase == "joint" and (not by_val or metrics["val_top1"] > state["best_val_top1"]):
             state.update(best_val_top1=metrics["val_top1"], best_epoch=epoch + 1)
             best_state = adapter_state

@@ -78,3 +78,56 @@ def test_gradients_go_where_they_should():
     assert ga > 0 and gh == 0
     ga, gh = grads(action_cross_entropy(head(adapter(h)), y))
     assert ga > 0 and gh > 0
+
+
+
+def _rank_grads(rank: int, world: int, port: int, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor,
+                out) -> None:
+    import torch.distributed as dist
+
+    from splavu_ray.engine import global_nt_xent
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        n = len(x1) // world
+        weight = w.clone().requires_grad_(True)  # the shared parameter, replicated on every rank
+        loss = global_nt_xent(x1[rank * n:(rank + 1) * n] @ weight, x2[rank * n:(rank + 1) * n] @ weight, 0.1)
+        loss.backward()
+        grad = weight.grad.clone()
+        dist.all_reduce(grad)  # what data-parallel training (DeepSpeed, DDP) does: the mean over ranks
+        out.put((rank, loss.item(), (grad / world).numpy()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_nt_xent_over_two_ranks_equals_the_global_batch():
+    """L_B on 2 data-parallel ranks = L_B of the whole batch in one process, in value and update: every
+    other static clip of the global batch is a negative, whatever the number of workers."""
+    import multiprocessing
+    import socket
+
+    torch.manual_seed(0)
+    x1, x2, w = torch.randn(8, 6), torch.randn(8, 6), torch.randn(6, 5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")  # one process per rank, as on a cluster
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_rank_grads, args=(r, 2, port, x1, x2, w, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    out = {}
+    for _ in procs:
+        rank, value, grad = queue.get(timeout=120)
+        out[rank] = (value, torch.from_numpy(grad))
+    for p in procs:
+        p.join(timeout=60)
+    assert set(out) == {0, 1}
+    weight = w.clone().requires_grad_(True)
+    loss = nt_xent(x1 @ weight, x2 @ weight, 0.1)
+    loss.backward()
+    per_rank = nt_xent(x1[:4] @ w, x2[:4] @ w, 0.1).item()  # what a rank-local loss would have been
+    for rank in (0, 1):
+        value, grad = out[rank]
+        assert value == pytest.approx(loss.item(), rel=1e-5) and value != pytest.approx(per_rank, rel=1e-3)
+        assert torch.allclose(grad, weight.grad, atol=1e-5)

@@ -19,7 +19,7 @@ TINY = [
     "data.num_static_frames=4", "data.num_eval_clips=2", "data.decode_workers=1",
     "adapter.layers=1", "optim.batch_size=16", "optim.base_batch_size=16", "optim.lr=1e-3",
     "optim.head_epochs=1", "optim.warmup_epochs=0", "eval.attacker_epochs=15", "eval.probe_epochs=15",
-    "loss.tad.epochs=5", "loss.ad.epochs=5",
+    "loss.tad.epochs=5", "loss.ad.epochs=5", "train.checkpoint_every=1",
 ]
 
 
@@ -58,6 +58,9 @@ def test_fresh_then_resumed_run_matches_uninterrupted(tmp_path, cache_dir):
         assert 0 <= results["privacy"][key] <= 100
     for key in ("top1_raw", "top1_anonymized"):
         assert 0 <= results["action"][key] <= 100
+    phases = results["run"]["phases_s"]
+    assert set(phases) == {"features", "training", "evaluation"} and all(v > 0 for v in phases.values())
+    assert sum(phases.values()) <= results["run"]["wall_time_s"] + 0.5
     assert "privacy cMAP" in full.stdout and "val top-1" in full.stdout
     assert (tmp_path / "full" / "config.yaml").is_file() and (tmp_path / "full" / "deepspeed.json").is_file()
     assert (tmp_path / "full" / "best_adapter" / "adapter.safetensors").is_file()

@@ -32,7 +32,8 @@ def test_deepspeed_config_generated_from_project_config(tmp_path):
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_zero_stage_trains_and_checkpoints_roundtrip(ray_session, toy_store, tmp_path, stage):
-    cfg = toy_config(tmp_path, f"zero{stage}", stage=stage)
+    # stage 0 also exports by train.select=last (the final epoch) instead of the best val top-1
+    cfg = toy_config(tmp_path, f"zero{stage}", stage=stage, extra=["train.select=last"] if stage == 0 else ())
     result = fit(cfg, toy_store.root, ["train"], ["val"])
     assert result.error is None
     out = export_from_result(result, tmp_path / "export")
@@ -48,6 +49,8 @@ def test_zero_stage_trains_and_checkpoints_roundtrip(ray_session, toy_store, tmp
     assert not torch.allclose(adapter(x), x)
     meta = json.loads((out["best_adapter"] / "adapter.json").read_text())["metadata"]
     assert meta["epoch"] == out["state"]["best_epoch"] >= 3
+    if stage == 0:
+        assert out["state"]["best_epoch"] == 5 and out["state"]["best_val_top1"] == hist[-1]["val_top1"]
     # the Ray checkpoint holds every rank's DeepSpeed state
     with result.checkpoint.as_directory() as d:
         files = {p.name for p in __import__("pathlib").Path(d).rglob("*")}
