@@ -157,9 +157,8 @@ def global_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> to
     The value is the global loss on every rank. Its gradient is scaled by the world size. Each rank
     gets only its own rows' share of the gradient, and the data-parallel all-reduce averages over
     ranks, so the scaling makes the update equal the global loss's gradient."""
-    g1, world = gather_across_ranks(z1)
-    g2, _ = gather_across_ranks(z2)
-    loss = nt_xent(g1, g2, temperature)
+    pairs, world = gather_across_ranks(torch.stack([z1, z2], dim=1))  # one collective per step: (N, 2, d)
+    loss = nt_xent(pairs[:, 0], pairs[:, 1], temperature)
     return loss if world == 1 else loss + (world - 1) * (loss - loss.detach())
 
 

@@ -80,7 +80,6 @@ def test_gradients_go_where_they_should():
     assert ga > 0 and gh > 0
 
 
-
 def _rank_grads(rank: int, world: int, port: int, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor,
                 out) -> None:
     import torch.distributed as dist
