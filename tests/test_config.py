@@ -37,6 +37,7 @@ def test_override_wins_over_file(tmp_path):
         ("adapter.kind=cnn", "config key 'adapter.kind': Input should be 'transformer', 'attention' or 'mlp'"),
         ("optim.lr=-1", "config key 'optim.lr': Input should be greater than 0"),
         ("deepspeed.zero_stage=4", "config key 'deepspeed.zero_stage'"),
+        ("train.select=best", "config key 'train.select': Input should be 'val_top1' or 'last'"),
         ("optim.batch_size=63", "divisible by scaling.num_workers"),
         ("run_name=a b", "config key 'run_name'"),
         ("optim.lr", "not of the form key=value"),
