@@ -44,8 +44,9 @@ def parse_args(argv=None):
 def evaluate_all(cfg, adapter, store, pstore) -> dict:
     """Raw vs anonymized scores of every task, each with a freshly trained head."""
     from splavu_ray.anomaly import evaluate_anomaly
-    from splavu_ray.evaluate import anonymize
-    from splavu_ray.probes import action_probe, attack
+    from splavu_ray.evaluate import anonymize, probe_scores
+    from splavu_ray.metrics import top1
+    from splavu_ray.probes import attack
     from splavu_ray.tad import evaluate_tad
 
     d, ev = cfg.data, cfg.eval
@@ -53,8 +54,8 @@ def evaluate_all(cfg, adapter, store, pstore) -> dict:
     ptr, pte = pstore.load(d.privacy_train_split), pstore.load(d.privacy_test_split)
     out = {}
     for tag, f in (("raw", lambda x: x), ("anonymized", lambda x: anonymize(adapter, x))):
-        out[f"ar_{tag}"] = action_probe(f(tr.stacked_clips()), tr.action_ids, f(te.stacked_clips()), te.action_ids,
-                                        len(tr.actions), ev.probe_epochs, ev.probe_lr, cfg.seed)
+        out[f"ar_{tag}"] = top1(probe_scores(cfg, f(tr.stacked_clips()), tr.action_ids, f(te.stacked_clips()),
+                                             len(tr.actions)), te.action_ids)
         out[f"cmap_{tag}"] = attack(f(ptr.first_static()), ptr.attribute_matrix(), f(pte.first_static()),
                                     pte.attribute_matrix(), list(ptr.attributes), "mlp", ev.attacker_epochs,
                                     ev.attacker_lr, seed=cfg.seed).cmap

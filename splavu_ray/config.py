@@ -202,8 +202,14 @@ class EvalConfig(_Section):
     bank_lrs: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2], min_length=1,
                                   description="bank: one head per (lr, weight decay) pair")
     bank_weight_decays: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.1], min_length=1)
-    probe_epochs: int = Field(100, ge=1, description="epochs of the linear action probe (also in the bias protocols)")
-    probe_lr: float = Field(1e-3, gt=0)
+    probe: Literal["logreg", "sgd"] = Field(
+        "logreg", description="linear action probe (also in the bias protocols): logreg = L2 logistic regression "
+        "solved to convergence (deterministic); sgd = a Linear layer trained with AdamW for probe_epochs")
+    probe_c: float | None = Field(None, gt=0, description="logreg: inverse L2 strength; None = chosen from "
+                                  "probe_c_grid by 3-fold cross-validation over the training videos")
+    probe_c_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0], min_length=1)
+    probe_epochs: int = Field(100, ge=1, description="sgd probe: epochs")
+    probe_lr: float = Field(1e-3, gt=0, description="sgd probe: AdamW learning rate")
     bias_manifest: str | None = Field(None, description="manifest with subject ids and gender (e.g. NTU RGB+D 60); "
                                       "None = the main dataset")
     bias_train_split: str = "train"
@@ -226,6 +232,8 @@ class EvalConfig(_Section):
             raise ValueError("eval.attackers must include 'mlp' (the paper's attacker gives privacy.cmap_raw/anonymized)")
         if any(lr <= 0 for lr in self.bank_lrs) or any(wd < 0 for wd in self.bank_weight_decays):
             raise ValueError("eval.bank_lrs must be > 0 and eval.bank_weight_decays >= 0")
+        if any(c <= 0 for c in self.probe_c_grid):
+            raise ValueError(f"eval.probe_c_grid values must be > 0, got {self.probe_c_grid}")
         return self
 
 

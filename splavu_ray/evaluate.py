@@ -7,7 +7,8 @@
 - privacy: attackers trained WITH labels on static-clip features of the privacy split (the paper's
   MLP, a linear one, a bank of lr x weight-decay heads); per-attribute AP, cMAP, macro-F1 at 0.5, and
   the worst case (highest cMAP) as the headline;
-- action: linear probe, top-1 with the softmax averaged over each test video's evenly spaced clips;
+- action: linear probe (L2 logistic regression by default, eval.probe), top-1 with the softmax averaged
+  over each test video's evenly spaced clips;
 - bias: NTU-Bias-F / -M and the natural protocol (splavu_ray.bias), per-group accuracy and the gap;
 - reid: top-1 subject retrieval with no training (temporal private attribute).
 
@@ -58,6 +59,14 @@ def _fit_kw(cfg: Config) -> dict:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return {"batch_size": cfg.eval.batch_size, "device": device}
+
+
+def probe_scores(cfg: Config, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 num_classes: int) -> np.ndarray:
+    """The configured linear action probe (eval.probe) on (N, L, d) clip features: (M, num_classes)."""
+    ev = cfg.eval
+    return probes.action_scores(train_x, train_y, test_x, num_classes, ev.probe_epochs, ev.probe_lr, cfg.seed,
+                                **_fit_kw(cfg), kind=ev.probe, c=ev.probe_c, c_grid=ev.probe_c_grid)
 
 
 def _views(adapter: AnonymizingAdapter) -> tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...]:
@@ -126,12 +135,12 @@ def action_section(cfg: Config, adapter: AnonymizingAdapter, train: FeatureSplit
     atr, ate = train.stacked_clips(), test.stacked_clips()
     out: dict = {}
     for tag, f in _views(adapter):
-        out[f"top1_{tag}"] = probes.action_probe(f(atr), train.action_ids, f(ate), test.action_ids,
-                                                 len(train.actions), ev.probe_epochs, ev.probe_lr, cfg.seed,
-                                                 **_fit_kw(cfg))
+        out[f"top1_{tag}"] = metrics.top1(probe_scores(cfg, f(atr), train.action_ids, f(ate), len(train.actions)),
+                                          test.action_ids)
     out["relative_change"] = metrics.relative_change(out["top1_raw"], out["top1_anonymized"])
     out["delta_points"] = out["top1_anonymized"] - out["top1_raw"]
     out["top1_chance"] = 100.0 / max(1, len(train.actions))
+    out["probe"] = ev.probe
     out["clips_per_video"] = int(ate.shape[1])
     out["sizes"] = {"train": len(train), "test": len(test)}
     return out
@@ -163,8 +172,7 @@ def bias_section(cfg: Config, adapter: AnonymizingAdapter, train: FeatureSplit, 
         xtr, xte = f(train.stacked_clips()), f(test.stacked_clips())
         for name, sel in protocols.items():
             tr, te = sel["train"], sel["test"]
-            scores = probes.action_scores(xtr[tr], ytr[tr], xte[te], len(actions), ev.probe_epochs, ev.probe_lr,
-                                          cfg.seed, **_fit_kw(cfg))
+            scores = probe_scores(cfg, xtr[tr], ytr[tr], xte[te], len(actions))
             entry = out["protocols"].setdefault(name, {
                 "flipped_action": sel["flipped_action"], "train_videos": int(len(tr)), "test_videos": int(len(te)),
                 "train_group_share": bias_protocols.group_shares(train.rows, tr),

@@ -38,6 +38,8 @@ def test_override_wins_over_file(tmp_path):
         ("optim.lr=-1", "config key 'optim.lr': Input should be greater than 0"),
         ("deepspeed.zero_stage=4", "config key 'deepspeed.zero_stage'"),
         ("train.select=best", "config key 'train.select': Input should be 'val_top1' or 'last'"),
+        ("eval.probe=svm", "config key 'eval.probe': Input should be 'logreg' or 'sgd'"),
+        ("eval.probe_c_grid=[0.1,0]", "eval.probe_c_grid values must be > 0"),
         ("optim.batch_size=63", "divisible by scaling.num_workers"),
         ("run_name=a b", "config key 'run_name'"),
         ("optim.lr", "not of the form key=value"),
