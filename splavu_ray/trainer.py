@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -159,6 +159,44 @@ class CachedSource:
         return self.val
 
 
+class StreamEpochs:
+    """Cuts ONE iterator over a multi-epoch stream of batches into training epochs of ``steps`` batches.
+
+    Streaming epochs: training epoch k is the k-th run of ``steps`` batches of the stream, not exactly
+    "the rows tagged k"; ``other_epoch`` counts the rows it took from other epochs. The decode actors do not
+    preserve order, so a few rows of epoch k+1 can come before the last rows of k. And the two drift apart
+    by the difference between the rows an epoch of the stream holds and the rows ``steps`` batches take:
+    the trainer uses ``num_train // batch_size`` steps, so the remainder (``num_train % batch_size`` rows)
+    makes training lag behind the stream's epochs, and rejected videos make it run ahead. Running ahead,
+    the stream runs dry before the last epoch ends: that epoch ends there and later ones get no batch
+    (``dry`` says where); the run takes as many steps in all as one execution per epoch would, where each
+    epoch was shorter instead. With a Ray Train shard this keeps the ranks in step:
+    ``streaming_split(equal=True)`` gives every rank the same number of rows over the whole stream, so with
+    ``drop_last`` every rank has the same number of batches and runs dry at the same step.
+    """
+
+    def __init__(self, batches: Iterable[dict[str, Any]], steps: int):
+        self._batches, self._it = batches, None
+        self.steps = steps
+        self.dry: tuple[int, int] | None = None  # (epoch, step) at which the stream ran out
+        self.taken = self.rows = self.other_epoch = 0  # of the current epoch
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, Any]]:
+        if self._it is None:
+            self._it = iter(self._batches)  # started once, consumed across every epoch
+        self.taken = self.rows = self.other_epoch = 0
+        for step in range(self.steps):
+            batch = None if self.dry else next(self._it, None)
+            if batch is None:
+                self.dry = self.dry or (epoch, step)
+                return
+            self.taken += 1
+            self.rows += len(batch["row_index"])
+            if "epoch" in batch:
+                self.other_epoch += int((batch["epoch"] != epoch).sum())
+            yield batch
+
+
 class OnlineSource:
     """Online mode: Ray Data decodes clips on CPU actors (splavu_ray.data.pipeline); the frozen backbone
     (outside DeepSpeed) embeds them in the loop, after the train augmentation on the uint8 frames.
@@ -167,13 +205,21 @@ class OnlineSource:
     resize of METHOD.md, so validation is the same centre crop the feature store uses; training takes a
     RandomResizedCrop + flip of them. Each video gives one random clip per epoch (L = 1) and two static
     frames drawn from ``data.num_static_frames`` evenly spaced ones (the reference code's 2 of 10).
-    A resumed run restarts Ray Data's epoch counter, so its clips differ from an uninterrupted run's
-    (cached mode is the bit-exact one)."""
+
+    The train split is ONE Ray Data execution for the whole run (:class:`TrainStream`: every epoch still
+    to run, rows tagged with their epoch), so its decode actors start once, not once per epoch
+    (ray#46479). Each rank keeps one iterator over its shard and takes ``num_train // batch_size`` steps
+    of ``batch_size // world`` rows from it per epoch (:class:`StreamEpochs`: streaming epochs, whose rows
+    can spill into the next epoch; the ``stream_other_epoch`` metric says how many). A clip is a function of (seed, video, epoch) also across
+    resumes, since the stream starts at the checkpoint's epoch; the order of the rows is not (cached mode
+    is the bit-exact one). Validation is decoded once, before the train stream starts: the stream's actors
+    hold their CPUs for the whole run, and validation's own decode actors must not wait for them."""
 
     def __init__(self, loop_config: dict[str, Any], cfg: Config, rank: int, world: int, device):
         import ray.train
 
         from .backbone import build_backbone, describe
+        from .data.pipeline import iter_train_batches
 
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.backbone = build_backbone(cfg.backbone, device, cfg.data.clip_len)
@@ -183,6 +229,9 @@ class OnlineSource:
         self.train_shard = ray.train.get_dataset_shard("train")
         self.val_shard = ray.train.get_dataset_shard("val")
         self._val = None
+        self.validation()  # now, while no train decode actor holds a CPU
+        self.stream = StreamEpochs(iter_train_batches(self.train_shard, cfg.optim.batch_size // world),
+                                   self.num_train // cfg.optim.batch_size)
 
     @torch.no_grad()
     def _embed_static(self, frames: torch.Tensor) -> torch.Tensor:
@@ -203,15 +252,22 @@ class OnlineSource:
         return self.backbone(x.to(self.device)).cpu()
 
     def batches(self, epoch: int):
-        from .data.pipeline import iter_train_batches
-
-        # Augmentation draws are a function of (seed, epoch, rank); the clips themselves of Ray Data's
-        # (seed, video, epoch). Every rank gets the same number of full batches (streaming_split(equal=True)
-        # + drop_last), so collective ops stay in step.
+        # Augmentation draws are a function of (seed, epoch, rank); the clips themselves of the pipeline's
+        # (seed, video, epoch). Every rank takes the same number of steps (StreamEpochs), so collective ops
+        # stay in step, also when the stream runs dry.
         gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, self.rank]).integers(2**62)))
-        for b in iter_train_batches(self.train_shard, self.cfg.optim.batch_size // self.world):
+        for b in self.stream.epoch(epoch):
             clips = self._embed_clips(b["clips"], gen).unsqueeze(1)  # one clip per video: L = 1
             yield Batch(clips, self._embed_static(b["static"]), b["action_id"].long())
+        if self.stream.dry and self.stream.dry[0] == epoch and self.rank == 0:
+            print(f"[splavu] online train stream ran dry in epoch {epoch + 1}, after step {self.stream.dry[1]} of "
+                  f"{self.stream.steps}: the decodable videos fill fewer batches than epochs x steps (rejected "
+                  "videos are listed in rejects.jsonl); the remaining steps are skipped", flush=True)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Steps taken this epoch, and the fraction of its rows the stream drew for another epoch."""
+        s = self.stream
+        return {"stream_steps": float(s.taken), "stream_other_epoch": s.other_epoch / s.rows if s.rows else 0.0}
 
     def validation(self):
         # Validation clips are deterministic (eval sampling): every rank embeds all of them, once.
@@ -298,6 +354,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - t0
         metrics = {f"train_{k}": v / max(1, steps) for k, v in sums.items()}
         metrics["clips_per_s"] = clips_seen / max(elapsed, 1e-9)
+        if hasattr(source, "epoch_metrics"):
+            metrics.update(source.epoch_metrics())
         metrics = _all_mean(metrics, device)
         metrics["clips_per_s"] *= world  # all workers together
         va_clips, va_static, va_action = source.validation()
@@ -368,17 +426,76 @@ def online_frame_side(cfg: Config) -> int:
     return int(round(side * 256 / 224))
 
 
+def storage_path(cfg: Config) -> str:
+    """Where Ray Train keeps the run's checkpoints (``ray.storage_path``, default ``output_dir/ray``)."""
+    storage = cfg.ray.storage_path or str(cfg.output_path / "ray")
+    return storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+
+
+def resume_epoch(storage: str, run_name: str) -> int:
+    """Epochs done by the checkpoint Ray Train resumes ``run_name`` from: the latest one registered in
+    the run folder's checkpoint manager snapshot (what ``ray.train.get_checkpoint()`` returns); 0 without
+    one. Reads only the checkpoint's trainer_state.json."""
+    import ray.train
+
+    try:
+        checkpoint = ray.train.Result.from_path(f"{storage.rstrip('/')}/{run_name}").checkpoint
+    except RuntimeError:  # no such run folder, or no snapshot in it yet: a fresh run
+        return 0
+    if checkpoint is None:
+        return 0
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{TRAINER_STATE}") as f:
+            return int(json.loads(f.read())["epoch"])
+    except Exception as exc:  # noqa: BLE001 - an unreadable state: the stream starts at 0, training still runs
+        print(f"[splavu] WARNING: cannot read {TRAINER_STATE} of {checkpoint.path} ({exc!r}); the online train "
+              "stream starts at epoch 1", flush=True)
+        return 0
+
+
+class TrainStream:
+    """The online train dataset as a function, ``TorchTrainer(datasets={"train": TrainStream(...)})``.
+
+    Ray Train (V2) calls a dataset function each time it starts the worker group (the first time and
+    after every failure), in its controller, on the driver's node. This one reads the epoch the workers
+    resume from (:func:`resume_epoch`) and returns ONE multi-epoch stream of the epochs still to run
+    (``clip_dataset(..., epochs=total - first, first_epoch=first)``): one actor pool for the whole run,
+    no epoch decoded for nothing, and each clip seeded by its own epoch also across resumes. A finished
+    run gets a one-epoch stream it never reads. The dataset is built in the controller, so settings
+    made on the driver's DataContext, other than Ray Train's execution options, do not reach it.
+    """
+
+    def __init__(self, manifest_path: str, splits: list[str], total_epochs: int, storage: str, run_name: str,
+                 **kwargs: Any):
+        if "://" not in manifest_path:  # the controller's working directory is not the driver's
+            manifest_path = os.path.abspath(os.path.expanduser(manifest_path))
+        self.manifest_path, self.splits, self.total_epochs = manifest_path, list(splits), int(total_epochs)
+        self.storage, self.run_name, self.kwargs = storage, run_name, kwargs
+
+    def __call__(self):
+        from .data.pipeline import clip_dataset
+
+        first = min(resume_epoch(self.storage, self.run_name), self.total_epochs)
+        epochs = max(1, self.total_epochs - first)
+        print(f"[splavu] online train stream: epochs {first + 1}-{first + epochs} of {self.total_epochs} "
+              "in one Ray Data execution", flush=True)
+        return clip_dataset(self.manifest_path, self.splits, mode="train", epochs=epochs, first_epoch=first,
+                            **self.kwargs)
+
+
 def online_datasets(cfg: Config, manifest_path: str, train_splits: list[str], val_splits: list[str]) -> dict:
-    """Ray Data clip streams for online mode (decoded on CPU actors, fixed-shape uint8 rows); bad videos
-    are dropped and listed in ``output_dir/rejects.jsonl``."""
+    """Ray Data clip streams for online mode (decoded on CPU actors, fixed-shape uint8 rows): "train" is
+    a :class:`TrainStream` (one execution for all the epochs still to run), "val" a plain eval dataset
+    (decoded once per worker). Bad videos are dropped and listed in ``output_dir/rejects.jsonl``."""
     from .data.pipeline import clip_dataset
 
     d = cfg.data
     common = dict(clip_len=d.clip_len, size=online_frame_side(cfg), seed=cfg.seed, stride=d.frame_stride,
                   decode_workers=d.decode_workers, batch_size=d.decode_batch_size,
                   rejects_path=str(cfg.output_path / "rejects.jsonl"))
-    return {"train": clip_dataset(manifest_path, train_splits, mode="train", static_k=2,
-                                  static_pool=d.num_static_frames, **common),
+    return {"train": TrainStream(manifest_path, train_splits, cfg.optim.head_epochs + cfg.optim.epochs,
+                                 storage_path(cfg), cfg.run_name, static_k=2, static_pool=d.num_static_frames,
+                                 **common),
             # all static frames, as the feature store keeps them (validation_metrics picks two)
             "val": clip_dataset(manifest_path, val_splits, mode="eval", num_clips=d.num_eval_clips,
                                 static_k=d.num_static_frames, **common)}
@@ -386,7 +503,8 @@ def online_datasets(cfg: Config, manifest_path: str, train_splits: list[str], va
 
 def _check_online_resources(cfg: Config) -> None:
     """Ray Data's decode actors (1 CPU each) only get the CPUs the training workers leave free: with
-    none left the run would wait forever, so say so up front."""
+    none left the run would wait forever, so say so up front. (The train stream's actors keep their CPUs
+    for the whole run; each worker decodes validation before the stream starts.)"""
     import ray
 
     if not ray.is_initialized():
@@ -421,7 +539,7 @@ def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_spl
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
-    storage = cfg.ray.storage_path or str(cfg.output_path / "ray")
+    storage = storage_path(cfg)
     loop_config = {"config": cfg.to_dict(), "feature_store": feature_store,
                    "train_splits": train_splits, "val_splits": val_splits}
     datasets, dataset_config = None, None

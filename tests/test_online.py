@@ -1,6 +1,7 @@
 """Online mode: Ray Data decodes the clips and the frozen backbone runs inside the Ray Train loop."""
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from splavu_ray.data.manifest import read_manifest, write_manifest
 from splavu_ray.data.pipeline import read_rejects
 from splavu_ray.datasets import resolve_manifests
 from splavu_ray.train import check_inputs
-from splavu_ray.trainer import export_from_result, fit, online_frame_side
+from splavu_ray.trainer import StreamEpochs, export_from_result, fit, online_frame_side, resume_epoch
 
 TINY = [
     "train.mode=online", "backbone.source=random:tiny", "backbone.image_size=32", "data.clip_len=8",
@@ -31,6 +32,25 @@ def test_online_is_accepted_but_not_with_co_training(tmp_path):
         check_inputs(load_config(None, [*TINY, "loss.w_tad=1"]))
     cfg = load_config(None, TINY)
     assert online_frame_side(cfg) == round(32 * 256 / 224)  # the eval resize of a 32 px backbone
+
+
+def test_stream_epochs_cut_one_iterator_into_epochs_and_end_cleanly_when_it_runs_dry(tmp_path):
+    tags = [[0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2]]  # a row of 1 overtook one of 0
+    started = []
+
+    def stream():  # one generator for the whole run, like iter_train_batches over a shard
+        started.append(True)
+        for t in tags:
+            yield {"row_index": torch.arange(4), "epoch": torch.tensor(t)}
+
+    s = StreamEpochs(stream(), steps=2)
+    assert not started  # nothing is read before the first epoch
+    assert len(list(s.epoch(0))) == 2 and (s.taken, s.rows, s.other_epoch, s.dry) == (2, 8, 1, None)
+    assert len(list(s.epoch(1))) == 2 and (s.taken, s.other_epoch) == (2, 0)
+    assert len(list(s.epoch(2))) == 1 and s.dry == (2, 1)  # ran dry after one step: the epoch just ends
+    assert list(s.epoch(3)) == [] and (s.taken, s.dry) == (0, (2, 1))  # later epochs: no step, no error
+    assert len(started) == 1
+    assert resume_epoch(str(tmp_path / "ray"), "no-such-run") == 0
 
 
 @pytest.mark.slow
@@ -55,6 +75,7 @@ def test_online_run_trains_checkpoints_and_reports(ray_session, tmp_path):
     for h in hist:
         assert h["clips_per_s"] > 0 and 0 <= h["val_top1"] <= 100 and torch.isfinite(torch.tensor(h["train_loss"]))
     assert {"train_l_lc", "train_l_b", "train_l_t"} <= set(hist[1])
+    assert [h["stream_steps"] for h in hist] == [2, 2] and all(h["stream_other_epoch"] < 0.5 for h in hist)
     adapter = load_adapter(out["best_adapter"])  # the backbone's width (random:tiny: 192), no Ray/DeepSpeed
     meta = json.loads((out["best_adapter"] / "adapter.json").read_text())["metadata"]
     assert meta["backbone"]["name"] == "random:tiny" and meta["epoch"] == 2
@@ -65,3 +86,34 @@ def test_online_run_trains_checkpoints_and_reports(ray_session, tmp_path):
     rejects = read_rejects(str(cfg.output_path / "rejects.jsonl"))
     assert {r["reason"] for r in rejects} == {"missing", "not_video"}
     assert {r["count"] for r in rejects} == {2}  # met once per epoch
+    lines = read_rejects(str(cfg.output_path / "rejects.jsonl"), unique=False)
+    assert sorted(r["epoch"] for r in lines) == [0, 0, 1, 1]  # the stream's rows carry their epoch
+    assert len({r["pid"] for r in lines}) == 1  # both epochs came out of ONE decode actor (one execution)
+
+
+@pytest.mark.slow
+def test_online_ranks_stay_in_step_when_the_stream_runs_dry_and_a_resume_streams_the_rest(ray_session, tmp_path):
+    """2 workers; 8 missing files make 24 train rows (3 steps of 8 per epoch) of which 16 decode, so the
+    stream of 2 epochs holds 4 steps per rank: 3 in epoch 1, 1 in epoch 2, then dry on both ranks. A resume
+    with one more epoch streams only epoch 3 (from the checkpoint's epoch): 2 steps, dry again."""
+    base = [*TINY, "scaling.num_workers=2", "scaling.cpus_per_worker=0.5", "run_name=dry",
+            f"output_dir={tmp_path / 'out'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    cfg = load_config(None, base)
+    synthetic = read_manifest(resolve_manifests(cfg)["main"])
+    bad = [{"uri": str(tmp_path / f"missing{i}.mp4"), "dataset": "synthetic", "split": "train", "media": "video",
+            "action": synthetic.actions[0]} for i in range(8)]
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(str(manifest), synthetic.rows() + bad, synthetic.actions, synthetic.attributes)
+
+    result = fit(cfg, None, ["train"], ["val"], manifest_path=str(manifest))
+    assert result.error is None
+    assert [h["stream_steps"] for h in export_from_result(result, tmp_path / "e1")["state"]["history"]] == [3, 1]
+    assert resume_epoch(str(cfg.output_path / "ray"), "dry") == 2
+
+    resumed = load_config(None, [*base, "optim.epochs=2"])
+    result = fit(resumed, None, ["train"], ["val"], manifest_path=str(manifest))
+    assert result.error is None
+    hist = export_from_result(result, tmp_path / "e2")["state"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and [h["stream_steps"] for h in hist] == [3, 1, 2]
+    lines = read_rejects(str(cfg.output_path / "rejects.jsonl"), unique=False)
+    assert Counter(r["epoch"] for r in lines) == {0: 8, 1: 8, 2: 8}  # the resume decoded epoch 3 only

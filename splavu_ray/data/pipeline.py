@@ -1,9 +1,11 @@
 """Online clip pipeline: manifest -> Ray Data -> fixed-shape uint8 clip rows -> Ray Train workers.
 
     ds = clip_dataset("manifest.parquet", ["train"], mode="train", clip_len=16, size=224,
-                      decode_workers=2, batch_size=4, rejects_path="out/rejects.jsonl")
+                      decode_workers=2, batch_size=4, rejects_path="out/rejects.jsonl",
+                      epochs=30)  # one execution streams 30 epochs (rows tagged with their epoch)
     # driver: TorchTrainer(..., datasets={"train": ds})   (Ray Train streaming_split's it, equal=True)
-    # worker: for batch in iter_train_batches(ray.train.get_dataset_shard("train"), 8): ...
+    # worker: ONE iterator for the whole run, steps_per_epoch batches per epoch (trainer.OnlineSource):
+    #         it = iter(iter_train_batches(ray.train.get_dataset_shard("train"), 8))
 
 Design (why):
 - The source is the manifest itself, a few bytes per video (row_index, uri, trusted frame count,
@@ -18,15 +20,27 @@ Design (why):
   row of a dataset has one shape. Augmentation (RandomResizedCrop + flip) is the training worker's
   job, on these uint8 tensors.
 - Randomness is reproducible AND different every epoch: a train row's clip start and static frames
-  come from ``np.random.default_rng([seed, row_index, epoch])``, where ``epoch`` is Ray Data's
-  execution index of the dataset: ``DataContext._execution_idx``, the counter Ray's own
-  ``RandomSeedConfig(reseed_after_execution=True)`` uses. It is a private attribute, checked against
-  Ray 2.60: the executor's context (copied into every map actor) counts finished executions, also
-  through ``streaming_split`` (the split coordinator re-executes once per epoch); ``take_all`` counts
-  too, so "epoch" means "execution". tests/data/test_pipeline.py pins the behaviour; if a Ray
-  release drops the attribute, train clips fall back to fresh randomness with one warning.
-  The order of videos is shuffled per epoch the same way (``randomize_block_order``, blocks of
-  ``batch_size`` videos); ``iter_train_batches(local_shuffle_buffer_size=...)`` mixes further.
+  come from ``np.random.default_rng([seed, row_index, epoch])``. What "epoch" is depends on how the
+  dataset is run:
+
+  * ``epochs=None`` (one epoch per execution): ``epoch`` is Ray Data's execution index of the dataset,
+    ``DataContext._execution_idx``, the counter Ray's own ``RandomSeedConfig(reseed_after_execution=True)``
+    uses. It is a private attribute, checked against Ray 2.60: the executor's context (copied into every
+    map actor) counts finished executions, also through ``streaming_split`` (the split coordinator
+    re-executes once per epoch); ``take_all`` counts too, so "epoch" means "execution".
+    tests/data/test_pipeline.py pins the behaviour; if a Ray release drops the attribute, train clips
+    fall back to fresh randomness with one warning. The order of videos is shuffled per execution the
+    same way (``randomize_block_order``, blocks of ``batch_size`` videos). Ray Data starts a new decode
+    actor pool for every execution (ray#46479, open), 2-3 s of start-up per epoch on 2 cores.
+  * ``epochs=E, first_epoch=F`` (a multi-epoch stream, what the trainer uses): ONE execution streams
+    epochs F .. F+E-1 through one actor pool, so the pool starts once per run. The source rows are
+    (row_index, epoch), epoch-major, each epoch in its own order (runs of ``batch_size`` consecutive
+    manifest rows, shuffled by ``default_rng([seed, epoch])``), and the decoder reads the rng's
+    ``epoch`` from the row, not from Ray. Output rows carry ``epoch`` too. Every execution of such a
+    dataset replays the same epochs (same clips, same source order); the actor pool does not preserve
+    order, so a few rows of epoch e+1 can come out before the last rows of epoch e.
+
+  ``iter_train_batches(local_shuffle_buffer_size=...)`` mixes further.
 - Bad input never fails a job: a video that cannot be decoded (missing, empty, corrupt, not a video,
   no frames, ... see decode.REASONS) is dropped by the actor, logged, counted in Ray's metrics
   (``splavu_data_rejected_videos{reason}``) and, when ``rejects_path`` is set, appended as one JSON line
@@ -47,6 +61,10 @@ Memory (long videos, ray#32746, #40287, #65544):
 - Decoding keeps only the requested frames, converted at the target size, and stops after the last one
   (decode.py); a 10-minute video costs decode TIME, not memory: one train row holds T + K frames of
   S x S x 3 bytes (16 x 224 x 224 x 3 = 2.4 MB per clip).
+- A multi-epoch stream keeps its source small: 16 bytes per (video, epoch) in the object store
+  (row_index, epoch; 240k videos x 40 epochs = 154 MB), while the manifest columns the decoder needs
+  (uri, split, num_frames, action_id) travel once, with the decoder's arguments, and are looked up by
+  row_index in the actor. Nothing decoded is materialized: the stream is consumed as it is decoded.
 - Per actor at most ``max_tasks_in_flight_per_actor=2`` batches are queued, and each output block is one
   batch (``batch_size`` rows; 4 eval rows of 5 clips at 224 px = 48 MB). Ray Data's streaming executor
   backpressures the decoders on the object store budget, so a slow trainer never lets decoded clips pile
@@ -151,13 +169,17 @@ def _execution_index() -> int | None:
 class ClipDecoder:
     """The map_batches UDF (one instance per actor): numpy batch of manifest rows -> clip rows.
 
-    Input columns: row_index, uri, split, num_frames (0 = unknown), action_id. Output columns: clips,
-    static, action_id, row_index (bad rows removed). Usable without Ray (tests, benchmarks).
+    Input columns: row_index, uri, split, num_frames (0 = unknown), action_id, and optionally epoch.
+    With ``manifest`` (a :func:`source_table`), a batch may carry only row_index (+ epoch): the other
+    columns are looked up there by row_index (the multi-epoch stream's compact source). Output columns:
+    clips, static, action_id, row_index, and epoch when the input has it (bad rows removed). A row's
+    ``epoch`` seeds its train clip; without the column the epoch is Ray Data's execution index.
+    Usable without Ray (tests, benchmarks).
     """
 
     def __init__(self, mode: str = "train", clip_len: int = 16, num_clips: int | None = None, static_k: int = 2,
                  size: int = 224, seed: int | None = 0, stride: int = 1, rejects_path: str | None = None,
-                 static_pool: int = DEFAULT_STATIC_POOL, keep_partial: bool = False):
+                 static_pool: int = DEFAULT_STATIC_POOL, keep_partial: bool = False, manifest=None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         self.mode, self.clip_len, self.static_k, self.size = mode, clip_len, static_k, int(size)
@@ -168,6 +190,23 @@ class ClipDecoder:
         self.ok = self.rejected = self.unexpected = 0
         self._metrics = self._make_metrics()
         self._warned_epoch = False
+        self._lookup = None
+        if manifest is not None:  # column -> numpy array, sorted by row_index
+            cols = {name: manifest[name].to_numpy() for name in manifest.column_names}
+            order = np.argsort(cols["row_index"], kind="stable")
+            self._lookup = {name: col[order] for name, col in cols.items()}
+
+    def _manifest_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A batch of (row_index[, epoch]) completed with the manifest columns of those rows."""
+        if self._lookup is None:
+            raise ValueError("batch has no 'uri' column and the decoder has no manifest to look rows up in")
+        known = self._lookup["row_index"]
+        want = np.asarray(batch["row_index"], dtype=np.int64)
+        pos = np.minimum(np.searchsorted(known, want), len(known) - 1)
+        if len(want) and not np.array_equal(known[pos], want):
+            raise KeyError(f"row_index {sorted(set(want[known[pos] != want].tolist()))[:5]} not in the manifest")
+        return {**{name: col[pos] for name, col in self._lookup.items()},
+                **{k: v for k, v in batch.items() if k != "row_index"}}
 
     # -- shapes --------------------------------------------------------------------------------
     @property
@@ -223,11 +262,16 @@ class ClipDecoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .decode import DecodeError
 
-        epoch = _execution_index() if self.mode == "train" else 0
-        clips, static, action, index = [], [], [], []
+        if "uri" not in batch:
+            batch = self._manifest_rows(batch)
+        row_epochs = batch.get("epoch")  # a multi-epoch stream: each row says its epoch
+        epoch = None if row_epochs is not None else _execution_index() if self.mode == "train" else 0
+        clips, static, action, index, epochs = [], [], [], [], []
         for i in range(len(batch["row_index"])):
             row = {k: v[i] for k, v in batch.items()}
             row_index = int(row["row_index"])
+            if row_epochs is not None:
+                epoch = int(row_epochs[i])
             try:
                 c, s = self.decode(row, epoch)
             except DecodeError as exc:
@@ -248,12 +292,16 @@ class ClipDecoder:
             self.ok += 1
             self._count("splavu_data_decoded_videos", None)
             clips.append(c), static.append(s), action.append(int(row["action_id"])), index.append(row_index)
-        return {
+            epochs.append(epoch)
+        out = {
             "clips": np.stack(clips) if clips else np.zeros((0, *self.clip_shape), np.uint8),
             "static": np.stack(static) if static else np.zeros((0, *self.static_shape), np.uint8),
             "action_id": np.asarray(action, dtype=np.int64),
             "row_index": np.asarray(index, dtype=np.int64),
         }
+        if row_epochs is not None:
+            out["epoch"] = np.asarray(epochs, dtype=np.int64)
+        return out
 
     # -- rejects and metrics -----------------------------------------------------------------------
     def _reject(self, row: dict[str, Any], reason: str, detail: str, epoch: int | None) -> None:
@@ -387,6 +435,36 @@ def probe_size(uris: Sequence[str], tries: int = 8) -> int:
     raise ValueError(f"size=None: none of the first {tries} videos decodes; pass size= explicitly")
 
 
+def epoch_order(n: int, batch_size: int, seed: int | None, epoch: int) -> np.ndarray:
+    """Positions 0..n-1 in the order of one epoch: runs of ``batch_size`` consecutive positions (the last
+    run may be shorter), the runs shuffled by ``default_rng([seed, epoch])`` (seed None: fresh randomness).
+    """
+    runs = math.ceil(n / batch_size)
+    rng = np.random.default_rng([int(seed), int(epoch)]) if seed is not None else np.random.default_rng()
+    pos = (rng.permutation(runs)[:, None] * batch_size + np.arange(batch_size)).ravel()
+    return pos[pos < n]
+
+
+def stream_blocks(row_index: np.ndarray, batch_size: int, seed: int | None, first_epoch: int, epochs: int):
+    """The source of a multi-epoch stream: Arrow blocks of (row_index, epoch) int64, epoch-major, epochs
+    ``first_epoch`` .. ``first_epoch + epochs - 1``, each in its :func:`epoch_order`. A block holds whole
+    runs of ``batch_size`` rows: one run, or as many as keep the count at most MAX_SOURCE_BLOCKS."""
+    import pyarrow as pa
+
+    n = len(row_index)
+    runs_per_block = math.ceil(math.ceil(n / batch_size) * epochs / MAX_SOURCE_BLOCKS)
+    pos = np.concatenate([epoch_order(n, batch_size, seed, e) for e in range(first_epoch, first_epoch + epochs)])
+    epoch = np.repeat(np.arange(first_epoch, first_epoch + epochs, dtype=np.int64), n)
+    starts = np.flatnonzero(pos % batch_size == 0)[::runs_per_block]  # every run starts at a multiple
+    bounds = [*starts.tolist(), len(pos)]
+    rows = np.asarray(row_index, dtype=np.int64)
+    return [pa.table({"row_index": rows[pos[a:b]], "epoch": epoch[a:b]}) for a, b in zip(bounds, bounds[1:])]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def clip_dataset(
     manifest_path: str,
     splits: list[str],
@@ -404,6 +482,8 @@ def clip_dataset(
     static_pool: int = DEFAULT_STATIC_POOL,
     num_cpus_per_worker: float = 1.0,
     keep_partial: bool = False,
+    epochs: int | None = None,
+    first_epoch: int = 0,
 ):
     """A Ray Dataset of fixed-shape uint8 clip rows decoded from the manifest's ``splits``.
 
@@ -417,6 +497,11 @@ def clip_dataset(
 
     Train mode is random per epoch and reproducible (rng of [seed, row_index, epoch]; seed=None: fresh
     randomness); the video order is shuffled per epoch at the granularity of ``batch_size`` videos.
+    ``epochs=None``: one epoch per execution of the dataset (epoch = Ray Data's execution index; each
+    execution starts a new actor pool). ``epochs=E`` (train mode only): one execution streams epochs
+    ``first_epoch`` .. ``first_epoch + E - 1`` through ONE actor pool, epoch-major, every good video once
+    per epoch, rows tagged with an ``epoch`` int64 column; output order is not preserved, so epochs
+    overlap slightly at their boundaries (see the module docstring).
     Decoding runs on ``map_batches(ClipDecoder, compute=ActorPoolStrategy(min_size=1,
     max_size=decode_workers))``, ``batch_size`` videos per call, ``num_cpus_per_worker`` CPUs per actor.
     Bad files are dropped, also files that decode only partly unless ``keep_partial``; see the module
@@ -439,24 +524,40 @@ def clip_dataset(
         raise ValueError(f"size must be >= 1 (or None), got {size}")
     if num_cpus_per_worker <= 0:
         raise ValueError(f"num_cpus_per_worker must be > 0, got {num_cpus_per_worker}")
+    if epochs is not None:
+        if mode != "train":
+            raise ValueError(f"epochs: a multi-epoch stream is for mode 'train' (eval clips do not change "
+                             f"between epochs), got mode {mode!r}")
+        if not _is_int(epochs) or epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1 (or None), got {epochs!r}")
+    if not _is_int(first_epoch) or first_epoch < 0:
+        raise ValueError(f"first_epoch must be an int >= 0, got {first_epoch!r}")
+    if first_epoch and epochs is None:
+        raise ValueError("first_epoch needs epochs: without it the epoch is Ray Data's execution index")
     table = source_table(manifest_path, splits)
     if size is None:
         size = probe_size(table["uri"].to_pylist())
+    decoder_kwargs = dict(mode=mode, clip_len=clip_len, num_clips=num_clips, static_k=static_k, size=size,
+                          seed=seed, stride=stride, rejects_path=rejects_path, static_pool=static_pool,
+                          keep_partial=keep_partial)
     n = table.num_rows
-    num_blocks = min(math.ceil(n / batch_size), MAX_SOURCE_BLOCKS)
-    rows_per_block = math.ceil(n / num_blocks)
-    blocks = [table.slice(i, rows_per_block) for i in range(0, n, rows_per_block)]
-    ds = ray.data.from_arrow(blocks)  # starts or joins Ray (RAY_ADDRESS) when needed, as Ray Data does
-    if mode == "train":
+    if epochs is not None:  # one execution, many epochs: (row_index, epoch) rows, manifest columns looked up
+        blocks = stream_blocks(table["row_index"].to_numpy(), batch_size, seed, int(first_epoch), int(epochs))
+        ds = ray.data.from_arrow(blocks)
+        decoder_kwargs["manifest"] = table
+    else:
+        num_blocks = min(math.ceil(n / batch_size), MAX_SOURCE_BLOCKS)
+        rows_per_block = math.ceil(n / num_blocks)
+        blocks = [table.slice(i, rows_per_block) for i in range(0, n, rows_per_block)]
+        ds = ray.data.from_arrow(blocks)  # starts or joins Ray (RAY_ADDRESS) when needed, as Ray Data does
+    if mode == "train" and epochs is None:
         from ray.data import RandomSeedConfig
 
         ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True)
                                       if seed is not None else None)
     ds = ds.map_batches(
         ClipDecoder,
-        fn_constructor_kwargs=dict(mode=mode, clip_len=clip_len, num_clips=num_clips, static_k=static_k,
-                                   size=size, seed=seed, stride=stride, rejects_path=rejects_path,
-                                   static_pool=static_pool, keep_partial=keep_partial),
+        fn_constructor_kwargs=decoder_kwargs,
         batch_size=batch_size,
         batch_format="numpy",
         zero_copy_batch=True,
@@ -477,7 +578,9 @@ def iter_train_batches(shard, batch_size: int, device=None, *, local_shuffle_buf
     worker receives the same number of rows; dropping the last partial batch then gives every worker the
     same number of full steps, which collective ops (gradient all-reduce, DeepSpeed) require: a worker
     running one extra step would hang the others. Each worker skips fewer than ``batch_size`` rows per
-    epoch, and which rows varies with the per-epoch order.
+    execution (per epoch, or once for a whole multi-epoch stream), and which rows varies with the order.
+    A multi-epoch stream is read through ONE such iterator for the whole run (trainer.StreamEpochs cuts
+    it into epochs); each new iterator over a Ray Train shard is a new execution.
     device: None keeps the uint8 tensors on the CPU (augment there, then move); otherwise passed on
     (e.g. "cuda", or "auto" for the Ray Train worker's device).
     """

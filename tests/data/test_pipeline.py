@@ -1,15 +1,18 @@
 """The Ray Data clip pipeline: the decoder UDF without Ray, then the dataset on a 2-node local cluster."""
 
 import json
+from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import videos as V
 
+from splavu_ray.data import pipeline
 from splavu_ray.data.decode import REASONS
 from splavu_ray.data.manifest import write_manifest
 from splavu_ray.data.pipeline import (ClipDecoder, clip_dataset, iter_train_batches, read_rejects, reject_counts,
-                                      source_table)
+                                      source_table, stream_blocks)
 
 CLIP, SIZE, FRAMES = 8, 32, 24  # 24-frame videos: a train clip of 8 frames has 17 possible starts
 NUM_GOOD = 10  # even: streaming_split(2, equal=True) then drops nothing
@@ -108,6 +111,52 @@ def test_train_clips_are_seeded_by_row_and_epoch(media):
     assert c0.shape == (CLIP, SIZE, SIZE, 3)
 
 
+def test_decoder_seeds_each_row_by_its_epoch_column_and_looks_rows_up_in_the_manifest(media, tmp_path):
+    table = source_table(media["manifest"], ["train"])  # 10 good + 7 bad rows
+    path = tmp_path / "r.jsonl"
+    dec = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, seed=3, rejects_path=str(path), manifest=table)
+    n = table.num_rows
+    out = dec({"row_index": np.tile(table["row_index"].to_numpy(), 2), "epoch": np.repeat([5, 6], n)})
+    assert out["row_index"].tolist() == list(range(NUM_GOOD)) * 2
+    assert out["epoch"].dtype == np.int64 and out["epoch"].tolist() == [5] * NUM_GOOD + [6] * NUM_GOOD
+    full = manifest_batch(media["manifest"])
+    ref = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, seed=3)
+    got = {}
+    for e in (5, 6):  # the same clips as decoding the full manifest rows with that epoch
+        want = np.stack([ref.decode({k: v[i] for k, v in full.items()}, epoch=e)[0] for i in range(NUM_GOOD)])
+        got[e] = starts(out["clips"][out["epoch"] == e]).tolist()
+        assert got[e] == starts(want).tolist()
+    assert got[5] != got[6]
+    assert Counter(r["epoch"] for r in read_rejects(str(path), unique=False)) == {5: 7, 6: 7}
+    # full rows may carry the epoch column too (no manifest needed)
+    with_epoch = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, seed=3)({**full, "epoch": np.full(n, 6)})
+    assert starts(with_epoch["clips"]).tolist() == got[6] and set(with_epoch["epoch"].tolist()) == {6}
+    with pytest.raises(ValueError, match="no manifest"):
+        ref({"row_index": np.array([0]), "epoch": np.array([0])})
+    with pytest.raises(KeyError, match="not in the manifest"):
+        dec({"row_index": np.array([0, 999]), "epoch": np.array([0, 0])})
+
+
+def test_stream_source_is_epoch_major_with_every_row_once_per_epoch_in_its_own_order(monkeypatch):
+    rows = np.arange(22, dtype=np.int64) * 3 + 1  # manifest positions of the selected rows
+    runs = {tuple(rows[i : i + 4].tolist()) for i in range(0, 22, 4)}  # 6 runs of up to 4 rows
+    blocks = stream_blocks(rows, 4, seed=0, first_epoch=2, epochs=3)
+    assert len(blocks) == 18 and {tuple(b["row_index"].to_pylist()) for b in blocks} == runs  # a run per block
+    table = pa.concat_tables(blocks)
+    index, epoch = table["row_index"].to_numpy(), table["epoch"].to_numpy()
+    assert table.schema.field("epoch").type == pa.int64() and epoch.tolist() == sorted(epoch.tolist())
+    orders = {e: index[epoch == e].tolist() for e in (2, 3, 4)}
+    assert all(sorted(o) == rows.tolist() for o in orders.values())  # every row once per epoch
+    assert len({tuple(o) for o in orders.values()}) == 3  # each epoch its own order ...
+    again = pa.concat_tables(stream_blocks(rows, 4, seed=0, first_epoch=3, epochs=1))
+    assert again["row_index"].to_pylist() == orders[3]  # ... a function of (seed, epoch): offsets agree
+    other = pa.concat_tables(stream_blocks(rows, 4, seed=1, first_epoch=3, epochs=1))
+    assert other["row_index"].to_pylist() != orders[3]
+    monkeypatch.setattr(pipeline, "MAX_SOURCE_BLOCKS", 4)  # huge manifests: several whole runs per block
+    capped = stream_blocks(rows, 4, seed=0, first_epoch=2, epochs=3)
+    assert len(capped) == 4 and pa.concat_tables(capped)["row_index"].to_pylist() == index.tolist()
+
+
 def test_unexpected_errors_drop_the_row_until_the_decoder_looks_broken(media, monkeypatch, tmp_path):
     batch = manifest_batch(media["manifest"])
     dec = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, rejects_path=str(tmp_path / "r.jsonl"))
@@ -125,6 +174,10 @@ def test_unexpected_errors_drop_the_row_until_the_decoder_looks_broken(media, mo
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mode="test"), "unknown mode"), (dict(batch_size=0), "batch_size must be >= 1"),
     (dict(static_k=11), "static_k must be in"), (dict(rejects_path="s3://b/r.jsonl"), "local or shared POSIX"),
+    (dict(epochs=0), r"epochs must be an int >= 1"), (dict(epochs=1.5), r"epochs must be an int >= 1"),
+    (dict(mode="eval", epochs=2), "multi-epoch stream is for mode 'train'"),
+    (dict(epochs=2, first_epoch=-1), r"first_epoch must be an int >= 0"),
+    (dict(first_epoch=3), "first_epoch needs epochs"),
 ])
 def test_bad_arguments_fail_before_ray_starts(media, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -217,3 +270,35 @@ def test_every_clip_arrives_exactly_once_per_epoch_across_two_nodes(two_nodes, m
     records = read_rejects(str(tmp_path / "rejects.jsonl"))
     assert {r["reason"]: r["count"] for r in records} == {k: 3 for k in REASONS}
     assert reject_counts(str(tmp_path / "rejects.jsonl")) == {"rejected": 7, "by_reason": {k: 1 for k in REASONS}}
+
+
+@pytest.mark.slow
+def test_multi_epoch_stream_is_one_execution_with_every_clip_once_per_epoch(two_nodes, media, tmp_path):
+    rows = dataset(media, tmp_path, epochs=3, first_epoch=2).take_all()
+    pairs = Counter((int(r["row_index"]), int(r["epoch"])) for r in rows)
+    assert pairs == {(i, e): 1 for i in range(NUM_GOOD) for e in (2, 3, 4)}  # exactly once per epoch
+    clip = {e: {int(r["row_index"]): int(V.frame_index(r["clips"][0])) for r in rows if r["epoch"] == e}
+            for e in (2, 3, 4)}
+    assert clip[2] != clip[3] != clip[4] != clip[2]  # the clips differ between epochs ...
+    again = dataset(media, tmp_path, epochs=1, first_epoch=3, rejects_path=None).take_all()
+    assert {int(r["row_index"]): int(V.frame_index(r["clips"][0])) for r in again} == clip[3]  # ... reproducibly
+    # Bad files: dropped in every epoch of the stream, by the one actor pool of its one execution.
+    lines = read_rejects(str(tmp_path / "rejects.jsonl"), unique=False)
+    assert Counter((r["reason"], r["epoch"]) for r in lines) == {(k, e): 1 for k in REASONS for e in (2, 3, 4)}
+    assert len({(r["host"], r["pid"]) for r in lines}) <= 2  # decode_workers=2 actors served all 3 epochs
+
+
+@pytest.mark.slow
+def test_multi_epoch_stream_split_between_two_consumers_with_one_iterator_each(two_nodes, media, tmp_path):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def consume(shard):  # ONE pass over the shard for all epochs, as a training worker does
+        got = [(b["row_index"], b["epoch"]) for b in shard.iter_batches(batch_size=3, batch_format="numpy")]
+        return np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
+
+    shards = dataset(media, tmp_path, epochs=2, rejects_path=None).streaming_split(2, equal=True)
+    parts = ray.get([consume.remote(shard) for shard in shards])
+    assert len(parts[0][0]) == len(parts[1][0]) == NUM_GOOD  # equal shards over the whole stream
+    pairs = Counter(zip(np.concatenate([p[0] for p in parts]).tolist(), np.concatenate([p[1] for p in parts]).tolist()))
+    assert pairs == {(i, e): 1 for i in range(NUM_GOOD) for e in (0, 1)}
