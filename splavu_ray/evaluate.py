@@ -256,11 +256,15 @@ def evaluate_features(cfg: Config, adapter: AnonymizingAdapter, privacy_train: F
 
 @contextmanager
 def _cpu_threads(n: int | None):
+    """torch's threads and the BLAS pools scikit-learn's probe runs on (threadpoolctl), both at n."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(limits=n):
+            yield
     finally:
         torch.set_num_threads(before)
 

@@ -160,17 +160,27 @@ def _per_video(probs: np.ndarray, n: int, length: int, classes: np.ndarray, num_
     return out
 
 
-def _logreg_scores(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, num_classes: int, c: float) -> np.ndarray:
-    """L2 multinomial logistic regression on every clip (lbfgs, run to convergence: the probe is a
-    convex problem, so its score depends on the features only, not on a seed or an epoch budget)."""
+def _logreg(c: float):
     from sklearn.linear_model import LogisticRegression
 
+    # lbfgs to sklearn's default tolerance: the solution is unique (strictly convex), so the score does
+    # not depend on a seed; warm_start lets a C path reuse the previous solution.
+    return LogisticRegression(C=c, max_iter=2000, warm_start=True)
+
+
+def _logreg_scores(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, num_classes: int, c: float,
+                   model=None) -> np.ndarray:
+    """L2 multinomial logistic regression on every clip, solved to convergence (the probe is a convex
+    problem, so its score depends on the features only, not on a seed or an epoch budget). ``model``:
+    a previous fit on the same data to warm-start from."""
     n, length, dim = xtr.shape
     y = np.repeat(ytr, length)
     classes = np.unique(y)
     if len(classes) == 1:  # nothing to learn: every clip says that class
         return _per_video(np.ones((len(xte) * xte.shape[1], 1)), len(xte), xte.shape[1], classes, num_classes)
-    model = LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit(xtr.reshape(n * length, dim), y)
+    model = model if model is not None else _logreg(c)
+    model.set_params(C=c)
+    model.fit(xtr.reshape(n * length, dim), y)
     probs = model.predict_proba(xte.reshape(-1, dim))
     return _per_video(probs, len(xte), xte.shape[1], model.classes_, num_classes)
 
@@ -184,18 +194,18 @@ def choose_c(xtr: np.ndarray, ytr: np.ndarray, num_classes: int, grid: Sequence[
     from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(ytr, minlength=num_classes)
+    grid = sorted(grid)
     if len(grid) == 1 or counts[counts > 0].min() < folds:
-        return float(sorted(grid)[len(grid) // 2])
+        return float(grid[len(grid) // 2])
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    scores = {}
-    for c in sorted(grid):
-        hits = 0
-        for tr, va in split.split(np.zeros(len(ytr)), ytr):
-            probs = _logreg_scores(xtr[tr], ytr[tr], xtr[va], num_classes, c)
-            hits += int((probs.argmax(1) == ytr[va]).sum())
-        scores[c] = hits
-    best = max(scores.values())
-    return float(min(c for c, v in scores.items() if v == best))
+    hits = dict.fromkeys(grid, 0)
+    for tr, va in split.split(np.zeros(len(ytr)), ytr):
+        model = _logreg(grid[0])  # one path per fold, from strong to weak regularisation
+        for c in grid:
+            probs = _logreg_scores(xtr[tr], ytr[tr], xtr[va], num_classes, c, model)
+            hits[c] += int((probs.argmax(1) == ytr[va]).sum())
+    best = max(hits.values())
+    return float(min(c for c, v in hits.items() if v == best))
 
 
 def action_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int,

@@ -9,8 +9,10 @@ rank 0 adds the consolidated adapter exports (latest and best by validation acti
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -260,7 +262,7 @@ class OnlineSource:
             clips = self._embed_clips(b["clips"], gen).unsqueeze(1)  # one clip per video: L = 1
             yield Batch(clips, self._embed_static(b["static"]), b["action_id"].long())
         if self.stream.dry and self.stream.dry[0] == epoch and self.rank == 0:
-            print(f"[splavu] online train stream ran dry in epoch {epoch + 1}, after step {self.stream.dry[1]} of "
+            say(f"[splavu] online train stream ran dry in epoch {epoch + 1}, after step {self.stream.dry[1]} of "
                   f"{self.stream.steps}: the decodable videos fill fewer batches than epochs x steps (rejected "
                   "videos are listed in rejects.jsonl); the remaining steps are skipped", flush=True)
 
@@ -284,6 +286,24 @@ class OnlineSource:
         return self._val
 
 
+def say(message: str) -> None:
+    """One console line from a training worker. Ray Train V2 patches print() in its workers to log AND,
+    since Ray wraps the worker's stdout, to print too, so every line reached the driver twice; the
+    process's own stdout is what Ray forwards (once) to the driver's console and the worker's log file."""
+    print(message, file=sys.__stdout__, flush=True)
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every ray.train.report() with its whole metrics dict at INFO ("Reporting training
+    result ..."), which drowns the one-line epoch summary; keep its warnings and errors."""
+    try:
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except Exception:  # noqa: BLE001 - a Ray without that module logs differently; nothing to quiet
+        pass
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
     """The Ray Train worker loop (both data modes)."""
     import deepspeed
@@ -291,6 +311,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     cfg = Config.model_validate(loop_config["config"])
+    _quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
@@ -331,7 +352,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
                 best_state = load_file(str(best_file))
         if rank == 0:
-            print(f"[splavu] resumed from epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f})")
+            say(f"[splavu] resumed from epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f})")
 
     weights = LossWeights.from_config(cfg.loss)
     meta = {**source.meta, "run_name": cfg.run_name}
@@ -401,7 +422,7 @@ def _print_epoch(m: dict[str, Any], total: int) -> None:
                      ("val_twin_retrieval", "static twin {:.1f}%"), ("clips_per_s", "{:.0f} clips/s")):
         if key in m:
             parts.append(fmt.format(m[key]))
-    print("[splavu] " + " | ".join(parts), flush=True)
+    say("[splavu] " + " | ".join(parts))
 
 
 def worker_env(cfg: Config) -> dict[str, str]:
