@@ -263,8 +263,8 @@ class OnlineSource:
             yield Batch(clips, self._embed_static(b["static"]), b["action_id"].long())
         if self.stream.dry and self.stream.dry[0] == epoch and self.rank == 0:
             say(f"[splavu] online train stream ran dry in epoch {epoch + 1}, after step {self.stream.dry[1]} of "
-                  f"{self.stream.steps}: the decodable videos fill fewer batches than epochs x steps (rejected "
-                  "videos are listed in rejects.jsonl); the remaining steps are skipped", flush=True)
+                f"{self.stream.steps}: the decodable videos fill fewer batches than epochs x steps (rejected "
+                "videos are listed in rejects.jsonl); the remaining steps are skipped")
 
     def epoch_metrics(self) -> dict[str, float]:
         """Steps taken this epoch, and the fraction of its rows the stream drew for another epoch."""
