@@ -16,8 +16,9 @@ ONE execution of ``clip_dataset(..., epochs=E)`` streams all ``--epochs`` epochs
 its rate is over the whole execution, start-up included, against the loop's rate over the same clips
 (all its epochs), averaged over a loop run just before and one just after it. ``--parallel-baseline``
 times N plain processes (no Ray) splitting the videos: what the machine's cores give without any
-pipeline, since vCPUs that share a physical core or memory bandwidth do not reach N x the loop. Target (issue 3): pipeline >= 0.8 x N x loop. The load average is recorded, because
-other processes on the machine distort both.
+pipeline, since vCPUs that share a physical core or memory bandwidth do not reach N x the loop.
+Target (issue 3): pipeline >= 0.8 x N x loop. The load average is recorded, because other processes on
+the machine distort both.
 """
 
 from __future__ import annotations
