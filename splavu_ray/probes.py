@@ -224,6 +224,10 @@ def action_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
         raise ValueError(f"probe features must be (N, L, d) with equal d, got {train_x.shape} and {test_x.shape}")
     if len(train_y) != len(train_x):
         raise ValueError(f"{len(train_x)} training videos but {len(train_y)} labels")
+    if kind not in ("logreg", "sgd"):
+        raise ValueError(f"probe kind must be 'logreg' or 'sgd', got {kind!r}")
+    if c is not None and c <= 0:
+        raise ValueError(f"the probe's C must be > 0, got {c}")
     if len(train_y) == 0:
         raise ValueError("the action probe needs at least one training video")
     if train_y.min() < 0 or train_y.max() >= num_classes:
@@ -234,11 +238,7 @@ def action_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
         ytr = train_y.astype(np.int64)
         xtr64, xte64 = xtr.astype(np.float64), xte.astype(np.float64)
         c = choose_c(xtr64, ytr, num_classes, c_grid) if c is None else c
-        if c <= 0:
-            raise ValueError(f"the probe's C must be > 0, got {c}")
         return _logreg_scores(xtr64, ytr, xte64, num_classes, c)
-    if kind != "sgd":
-        raise ValueError(f"probe kind must be 'logreg' or 'sgd', got {kind!r}")
     torch.manual_seed(seed)
     n, length, dim = xtr.shape
     clips = torch.from_numpy(xtr.reshape(n * length, dim))
