@@ -69,7 +69,8 @@ def train_history(store: FeatureStore, cfg) -> tuple[SplavuModel, list[dict], li
                   torch.from_numpy(va.action_ids))
     model = SplavuModel(adapter_from_config(tr.dim, cfg.adapter), len(store.meta["actions"]))
     steps, total = len(tr) // o.batch_size, o.head_epochs + o.epochs
-    opt = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=scaled_lr(o.lr, o.batch_size, o.base_batch_size))
+    lr = scaled_lr(o.lr, o.batch_size, o.base_batch_size)
+    opt = torch.optim.AdamW(param_groups(model, o.weight_decay, lr, o.head_lr_scale), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
         s, total * steps, int(o.warmup_epochs * steps), o.schedule, o.min_lr_ratio))
     weights = LossWeights.from_config(cfg.loss)

@@ -83,7 +83,7 @@ class BackboneConfig(_Section):
         description="'builtin:tiny-vjepa2' (pretrained demo encoder shipped with the package), "
         "'random:tiny' (random-initialised tiny preset), a Hugging Face hub id, or a local folder",
     )
-    pooling: Literal["mean", "attentive"] = Field("mean", description="attentive needs trained pooler weights (the built-in encoder ships them; demo.yaml uses them)")
+    pooling: Literal["mean", "attentive"] = Field("mean", description="attentive needs trained pooler weights (the built-in encoder ships them)")
     pooler_path: str | None = Field(None, description="safetensors weights of a trained attentive pooler")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
     image_size: int | None = Field(None, ge=16, description="input side; None = the model's own")
@@ -154,6 +154,7 @@ class OptimConfig(_Section):
     weight_decay: float = Field(0.05, ge=0)
     epochs: int = Field(30, ge=1)
     head_epochs: int = Field(10, ge=0, description="epochs training the heads on raw features first")
+    head_lr_scale: float = Field(1.0, gt=0, description="lr multiplier of the task heads relative to f_A")
     warmup_epochs: float = Field(2.0, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
@@ -240,6 +241,10 @@ class EvalConfig(_Section):
 class RayConfig(_Section):
     address: str | None = Field(None, description="None: join RAY_ADDRESS if set, else start a local Ray")
     storage_path: str | None = Field(None, description="Ray Train storage (local dir, s3://, gs://); None = output_dir/ray")
+    # Each ray.train.report waits until the Train controller polls the workers (a queue of one), so
+    # Ray's default poll of 2 s caps a run at one epoch per 2 s, whatever the epoch costs.
+    report_poll_s: float = Field(0.25, gt=0, le=60, description="Ray Train controller poll interval "
+                                 "(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; the environment variable wins when set)")
 
 
 class Config(_Section):

@@ -197,12 +197,14 @@ def scaled_lr(lr: float, batch_size: int, base_batch_size: int) -> float:
     return lr * batch_size / base_batch_size
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and norm weights."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr_scale: float = 1.0) -> list[dict]:
+    """No weight decay on biases and norm weights; the task heads (every parameter outside ``adapter``) at
+    ``head_lr_scale`` x lr, so a linear head can keep up with f_A while f_A moves slowly."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups.setdefault((name.startswith("adapter."), p.ndim >= 2), []).append(p)
+    return [{"params": ps, "weight_decay": weight_decay if decayed else 0.0, "lr": lr if is_adapter else lr * head_lr_scale}
+            for (is_adapter, decayed), ps in sorted(groups.items(), reverse=True)]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

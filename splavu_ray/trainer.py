@@ -331,7 +331,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if steps_per_epoch == 0:
         raise ValueError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {source.num_train} training videos")
     lr = scaled_lr(cfg.optim.lr, cfg.optim.batch_size, cfg.optim.base_batch_size)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay, lr, cfg.optim.head_lr_scale), lr=lr)
     warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(
         s, total_epochs * steps_per_epoch, warmup, cfg.optim.schedule, cfg.optim.min_lr_ratio))
@@ -426,7 +426,9 @@ def _print_epoch(m: dict[str, Any], total: int) -> None:
 
 
 def worker_env(cfg: Config) -> dict[str, str]:
-    env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           # read by the driver and passed on to the Train controller (ray.train.v2 ENV_VARS_TO_PROPAGATE)
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.ray.report_poll_s)}
     if not cfg.scaling.use_gpu:
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed on CPU workers (gloo process group)
     return env

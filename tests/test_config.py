@@ -93,3 +93,15 @@ def test_every_shipped_yaml_is_valid():
             validate_config(prepare_config(copy.deepcopy(yaml.safe_load(path.read_text()))))
         else:
             pytest.fail(f"{rel}: no validator knows this YAML file; add one to this test")
+
+
+def test_report_poll_reaches_ray_train_environment():
+    # Ray Train V2 reads RAY_TRAIN_HEALTH_CHECK_INTERVAL_S on the driver and passes it to its controller.
+    from splavu_ray.trainer import worker_env
+
+    assert worker_env(load_config())["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.25"
+    assert worker_env(load_config(None, ["ray.report_poll_s=1.5"]))["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "1.5"
+    with pytest.raises(ConfigError, match="ray.report_poll_s"):
+        load_config(None, ["ray.report_poll_s=0"])
+    with pytest.raises(ConfigError, match="optim.head_lr_scale"):
+        load_config(None, ["optim.head_lr_scale=-1"])

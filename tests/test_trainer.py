@@ -33,7 +33,9 @@ def test_deepspeed_config_generated_from_project_config(tmp_path):
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_zero_stage_trains_and_checkpoints_roundtrip(ray_session, toy_store, tmp_path, stage):
     # stage 0 also exports by train.select=last (the final epoch) instead of the best val top-1
-    cfg = toy_config(tmp_path, f"zero{stage}", stage=stage, extra=["train.select=last"] if stage == 0 else ())
+    # stage 3 also partitions separate head / adapter lr groups (optim.head_lr_scale)
+    extra = {0: ["train.select=last"], 3: ["optim.head_lr_scale=10"]}.get(stage, [])
+    cfg = toy_config(tmp_path, f"zero{stage}", stage=stage, extra=extra)
     result = fit(cfg, toy_store.root, ["train"], ["val"])
     assert result.error is None
     out = export_from_result(result, tmp_path / "export")
