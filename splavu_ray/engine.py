@@ -203,8 +203,10 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr_scale
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         groups.setdefault((name.startswith("adapter."), p.ndim >= 2), []).append(p)
-    return [{"params": ps, "weight_decay": weight_decay if decayed else 0.0, "lr": lr if is_adapter else lr * head_lr_scale}
-            for (is_adapter, decayed), ps in sorted(groups.items(), reverse=True)]
+    # adapter groups first: the trainer reports group 0's lr as the run's lr
+    return [{"params": ps, "weight_decay": weight_decay if decayed else 0.0,
+             "lr": lr if is_adapter else lr * head_lr_scale}
+            for (is_adapter, decayed), ps in sorted(groups.items(), key=lambda kv: kv[0], reverse=True)]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

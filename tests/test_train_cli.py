@@ -51,7 +51,8 @@ def test_bad_config_fails_before_any_work(tmp_path):
 
 
 def test_fresh_then_resumed_run_matches_uninterrupted(tmp_path, cache_dir):
-    epochs = ["optim.epochs=5"]
+    # enough epochs after the second checkpoint (~1 s each) for the interrupt below to land mid-run
+    epochs = ["optim.epochs=8"]
     full = run(train_cmd(tmp_path, cache_dir, "full", *epochs))
     results = json.loads((tmp_path / "full" / "results.json").read_text())
     for key in ("cmap_raw", "cmap_anonymized", "cmap_chance"):
