@@ -120,8 +120,8 @@ def parallel_processes(manifest: Path, args) -> dict:
         t0 = time.perf_counter()
         clips = sum(pool.starmap(_decode_share, [(str(manifest), args.clip_len, args.size, args.epochs, r, args.cores)
                                                  for r in range(args.cores)]))
-    return {"processes": args.cores, "clips": clips, "seconds": round(time.perf_counter() - t0, 3),
-            "clips_per_s": clips / (time.perf_counter() - t0)}
+        seconds = time.perf_counter() - t0
+    return {"processes": args.cores, "clips": clips, "seconds": round(seconds, 3), "clips_per_s": clips / seconds}
 
 
 def steady_rate(arrivals: list[tuple[float, int]], lo: float = 0.25, hi: float = 0.9) -> float:

@@ -206,7 +206,7 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr_scale
     # adapter groups first: the trainer reports group 0's lr as the run's lr
     return [{"params": ps, "weight_decay": weight_decay if decayed else 0.0,
              "lr": lr if is_adapter else lr * head_lr_scale}
-            for (is_adapter, decayed), ps in sorted(groups.items(), key=lambda kv: kv[0], reverse=True)]
+            for (is_adapter, decayed), ps in sorted(groups.items(), reverse=True)]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -214,8 +214,9 @@ class OnlineSource:
     of ``batch_size // world`` rows from it per epoch (:class:`StreamEpochs`: streaming epochs, whose rows
     can spill into the next epoch; the ``stream_other_epoch`` metric says how many). A clip is a function
     of (seed, video, epoch) also across resumes, since the stream starts at the checkpoint's epoch; the
-    order of the rows is not (cached mode is the bit-exact one). Validation is decoded once, before the train stream starts: the stream's actors
-    hold their CPUs for the whole run, and validation's own decode actors must not wait for them."""
+    order of the rows is not (cached mode is the bit-exact one). Validation is decoded once, before the
+    train stream starts: the stream's actors hold their CPUs for the whole run, and validation's own
+    decode actors must not wait for them."""
 
     def __init__(self, loop_config: dict[str, Any], cfg: Config, rank: int, world: int, device):
         import ray.train
