@@ -508,7 +508,9 @@ def rgb_to_yuv420p(frames: np.ndarray) -> np.ndarray:
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """H.264 / yuv420p mp4 with fixed encoder settings (single-threaded x264: byte-for-byte repeatable)."""
+    """H.264 / yuv420p mp4 with fixed encoder settings (single-threaded x264). The frames are a pure function
+    of the item; the bitstream usually is too, but x264 has been seen to encode the same frames at another
+    rate-control quality (~39 dB apart) in a long-lived process, so nothing may key on file bytes."""
     import av
 
     with av.open(str(path), "w", format="mp4") as container:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import Counter
 from pathlib import Path
@@ -36,13 +35,15 @@ def decode(uri: str) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def digest(manifest_path: Path) -> dict[str, str]:
-    """Relative path -> hash of the decoded pixels of every file of a dataset."""
+def media(manifest_path: Path) -> dict[str, np.ndarray]:
+    """Relative path -> decoded pixels of every file of a dataset."""
     root = manifest_path.parent
-    return {
-        str(Path(r["uri"]).relative_to(root)): hashlib.sha256(decode(r["uri"]).tobytes()).hexdigest()
-        for r in read_manifest(str(manifest_path)).rows()
-    }
+    return {str(Path(r["uri"]).relative_to(root)): decode(r["uri"]) for r in read_manifest(str(manifest_path)).rows()}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def label_rows(manifest_path: Path) -> list[dict]:
@@ -101,7 +102,17 @@ def test_media_decode(dataset: Path):
 def test_deterministic_by_seed_and_independent_of_workers(dataset: Path, tmp_path: Path):
     again = S.generate(tiny(), tmp_path / "again", workers=2)
     assert label_rows(again) == label_rows(dataset)
-    assert digest(again) == digest(dataset)
+    # Same content per file. PNGs are lossless: exact. Videos: the frames are (test_render_is_pure), but
+    # x264 is not always byte-repeatable: in a long-lived process (the full suite, ~1 run in 5) the first
+    # files it encodes sometimes come out at another rate-control quality with the same options and
+    # frames, 38-40 dB from the usual encode. Another item's video is ~14 dB away.
+    a, b = media(again), media(dataset)
+    assert a.keys() == b.keys()
+    for path in a:
+        if path.endswith(".png"):
+            assert np.array_equal(a[path], b[path]), path
+        else:
+            assert a[path].shape == b[path].shape and psnr(a[path], b[path]) > 30, path
     other = S.plan(tiny(seed=1))
     assert [it.row for it in other] != [it.row for it in S.plan(tiny())]
 
