@@ -5,7 +5,7 @@
     python benchmarks/decode_pipeline.py --cores 2 --videos 320 --epochs 3 --stream   # + one multi-epoch execution
     python benchmarks/decode_pipeline.py --cores 2 --videos 960 --epochs 4 --stream --parallel-baseline   # + no-Ray ceiling
 
-Both sides run the SAME decode code (splavu_ray.data.pipeline.ClipDecoder: one train clip of 16 frames
+Both sides run the SAME decode code (splavu_ray.distributed.clip_stream.ClipDecoder: one train clip of 16 frames
 + 2 static frames per video, decoded to short side 256 and centre-cropped): the loop calls it in this
 process, video after video; the pipeline runs it in ``--cores`` Ray Data actors (ActorPoolStrategy),
 with the driver consuming rows as a trainer would (``iter_batches``). Each epoch of the pipeline starts
@@ -82,7 +82,7 @@ def make_dataset(folder: Path, videos: int, seconds: float, fps: int, width: int
 
 def single_process(manifest: Path, args) -> dict:
     """The plain loop: one process decodes the videos one after the other."""
-    from splavu_ray.data.pipeline import ClipDecoder, source_table
+    from splavu_ray.distributed.clip_stream import ClipDecoder, source_table
 
     table = source_table(str(manifest), ["train"])
     decoder = ClipDecoder(mode="train", clip_len=args.clip_len, size=args.size, seed=0)
@@ -99,7 +99,7 @@ def single_process(manifest: Path, args) -> dict:
 
 
 def _decode_share(manifest: str, clip_len: int, size: int, epochs: int, rank: int, world: int) -> int:
-    from splavu_ray.data.pipeline import ClipDecoder, source_table
+    from splavu_ray.distributed.clip_stream import ClipDecoder, source_table
 
     rows = source_table(manifest, ["train"]).to_pylist()[rank::world]
     decoder = ClipDecoder(mode="train", clip_len=clip_len, size=size, seed=0)
@@ -145,7 +145,7 @@ def init_ray(args) -> None:
 
 def ray_pipeline(manifest: Path, args) -> dict:
     """One execution per epoch (``clip_dataset(epochs=None)``): a new actor pool every epoch."""
-    from splavu_ray.data.pipeline import clip_dataset
+    from splavu_ray.distributed.clip_stream import clip_dataset
 
     init_ray(args)
     ds = clip_dataset(str(manifest), ["train"], mode="train", clip_len=args.clip_len, size=args.size, seed=0,
@@ -168,7 +168,7 @@ def ray_pipeline(manifest: Path, args) -> dict:
 def ray_stream(manifest: Path, args) -> dict:
     """ONE execution streaming every epoch (``clip_dataset(epochs=E)``, what the trainer runs): one actor
     pool; the rate is over the whole execution, start-up included."""
-    from splavu_ray.data.pipeline import clip_dataset
+    from splavu_ray.distributed.clip_stream import clip_dataset
 
     init_ray(args)
     ds = clip_dataset(str(manifest), ["train"], mode="train", clip_len=args.clip_len, size=args.size, seed=0,

@@ -3,10 +3,10 @@
     python benchmarks/method_search.py STORE [--select RULE ...] [--seeds 0 1 2] [--eval-seeds 0 1 2] [key=value ...]
 
 STORE is the feature store the demo extracted (``[splavu] features ready in ...: STORE`` in its log).
-The script replays the recipe of ``splavu_ray.trainer.train_loop`` with plain PyTorch: heads first on
-raw features, then the joint objective, the same batches (``rank_batches`` with one rank), the same lr
-schedule and clipping. It keeps the adapter of every joint epoch (in memory), picks one per selection rule
-and evaluates it with ``evaluate_features`` exactly as the train command does. Selection rules (only the
+The script trains with ``splavu_ray.training.replay.train_in_process``: the epoch loop of the Ray Train
+worker in one process (heads first on raw features, then the joint objective, the same batches, steps,
+lr schedule and clipping, without Ray or DeepSpeed). It keeps the adapter of every joint epoch (in memory),
+picks one per selection rule and evaluates it with ``evaluate_features``, the train command's task code. Selection rules (only the
 labels SPLAVU trains with are used: validation action labels and the label-free static-twin proxy):
 
 - ``best``: the best validation action top-1, first such epoch (the paper's rule, the trainer's today);
@@ -27,13 +27,10 @@ import time
 
 import torch
 
-from splavu_ray.adapter import adapter_from_config
 from splavu_ray.config import CONFIG_DIR, load_config
-from splavu_ray.engine import (Batch, SplavuModel, head_step_loss, lr_lambda, param_groups, rank_batches,
-                               scaled_lr, splavu_step_loss, validation_metrics)
-from splavu_ray.evaluate import evaluate_features
-from splavu_ray.feature_store import FeatureStore
-from splavu_ray.losses import LossWeights
+from splavu_ray.data.feature_store import FeatureStore
+from splavu_ray.evaluation.suite import evaluate_features
+from splavu_ray.training.replay import train_in_process
 
 
 def parse_rule(rule: str) -> tuple[str, float]:
@@ -58,43 +55,6 @@ def select_epoch(history: list[dict], rule: str) -> int:
     return min(near, key=lambda i: (history[i]["val_twin_retrieval"], -history[i]["val_nt_xent"], -i))
 
 
-def train_history(store: FeatureStore, cfg) -> tuple[SplavuModel, list[dict], list[dict]]:
-    """Train as the worker loop does; the validation record and adapter state of every joint epoch."""
-    torch.manual_seed(cfg.seed)
-    d, o = cfg.data, cfg.optim
-    tr, va = store.load(d.train_split), store.load(d.val_split)
-    clips, static = torch.from_numpy(tr.stacked_clips()), torch.from_numpy(tr.stacked_static())
-    action = torch.from_numpy(tr.action_ids)
-    vc, vs, vy = (torch.from_numpy(va.stacked_clips()), torch.from_numpy(va.stacked_static()),
-                  torch.from_numpy(va.action_ids))
-    model = SplavuModel(adapter_from_config(tr.dim, cfg.adapter), len(store.meta["actions"]))
-    steps, total = len(tr) // o.batch_size, o.head_epochs + o.epochs
-    lr = scaled_lr(o.lr, o.batch_size, o.base_batch_size)
-    opt = torch.optim.AdamW(param_groups(model, o.weight_decay, lr, o.head_lr_scale), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
-        s, total * steps, int(o.warmup_epochs * steps), o.schedule, o.min_lr_ratio))
-    weights = LossWeights.from_config(cfg.loss)
-    history, states = [], []
-    for epoch in range(total):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101)
-        model.train()
-        for idx in rank_batches(len(tr), o.batch_size, 0, 1, cfg.seed, epoch):
-            batch = Batch(clips[idx], static[idx], action[idx])
-            out = (head_step_loss(model, batch) if epoch < o.head_epochs else
-                   splavu_step_loss(model, batch, weights, cfg.loss.temperature, cfg.loss.w_ar, gen))
-            opt.zero_grad()
-            out["loss"].backward()
-            if o.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            opt.step()
-            sched.step()
-        m = validation_metrics(model, vc, vs, vy, cfg.loss.temperature)
-        if epoch >= o.head_epochs:
-            history.append({"epoch": epoch + 1, **m})
-            states.append({k: v.clone() for k, v in model.adapter.state_dict().items()})
-    return model, history, states
-
-
 METRICS = ("cmap_raw", "cmap_anonymized", "cmap_chance", "leakage_above_chance_drop", "top1_raw", "top1_anonymized")
 
 
@@ -117,7 +77,8 @@ def search_run(store: FeatureStore, cfg, rules: list[str], eval_seeds: list[int]
     """Train once, evaluate the adapter each selection rule keeps (each distinct epoch evaluated once), with
     the training seed or each of ``eval_seeds``."""
     t0 = time.time()
-    model, history, states = train_history(store, cfg)
+    replay = train_in_process(cfg, store)
+    model, history, states = replay.model, replay.joint_history, replay.joint_adapters
     d, train_s = cfg.data, round(time.time() - t0, 1)
     splits = (store.load(d.privacy_train_split), store.load(d.privacy_test_split), store.load(d.train_split),
               store.load(d.test_split))

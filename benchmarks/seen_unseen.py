@@ -2,10 +2,11 @@
 
     python benchmarks/seen_unseen.py --seen ar --w-lc 100 0 [--out outputs/seen_unseen] [key=value ...]
 
-Trains f_A with Ray Train + DeepSpeed (the cached path of ``python -m splavu_ray.train``) once per
-``--w-lc`` value, with L_T* made of the SEEN tasks only (any subset of ar, tad, ad; the others get
-weight 0), then evaluates ALL three tasks on raw vs anonymized features with fresh heads: action top-1
-(linear probe), TAD mAP@tIoU 0.3:0.1:0.7 and anomaly frame-level AUC, plus the privacy attacker's cMAP.
+Trains f_A with Ray Train + DeepSpeed once per ``--w-lc`` value, through the run path of
+``python -m splavu_ray.train`` (splavu_ray.distributed.run.train_and_evaluate), with L_T* made of the SEEN
+tasks only (any subset of ar, tad, ad; the others get weight 0), then evaluates ALL three tasks on raw vs
+anonymized features with fresh heads: action top-1 (linear probe), TAD mAP@tIoU 0.3:0.1:0.7 and anomaly
+frame-level AUC, plus the paper's MLP attacker's cMAP. Each run's own results.json lands in --out/RUN.
 Writes ``results.json`` and ``table.md`` into --out and prints the table.
 """
 
@@ -41,28 +42,12 @@ def parse_args(argv=None):
     return args, seen
 
 
-def evaluate_all(cfg, adapter, store, pstore) -> dict:
-    """Raw vs anonymized scores of every task, each with a freshly trained head."""
-    from splavu_ray.anomaly import evaluate_anomaly
-    from splavu_ray.evaluate import anonymize, probe_scores
-    from splavu_ray.metrics import top1
-    from splavu_ray.probes import attack
-    from splavu_ray.tad import evaluate_tad
-
-    d, ev = cfg.data, cfg.eval
-    tr, te = store.load(d.train_split), store.load(d.test_split)
-    ptr, pte = pstore.load(d.privacy_train_split), pstore.load(d.privacy_test_split)
-    out = {}
-    for tag, f in (("raw", lambda x: x), ("anonymized", lambda x: anonymize(adapter, x))):
-        out[f"ar_{tag}"] = top1(probe_scores(cfg, f(tr.stacked_clips()), tr.action_ids, f(te.stacked_clips()),
-                                             len(tr.actions)), te.action_ids)
-        out[f"cmap_{tag}"] = attack(f(ptr.first_static()), ptr.attribute_matrix(), f(pte.first_static()),
-                                    pte.attribute_matrix(), list(ptr.attributes), "mlp", ev.attacker_epochs,
-                                    ev.attacker_lr, seed=cfg.seed).cmap
-    tad, ad = evaluate_tad(cfg, adapter, store), evaluate_anomaly(cfg, adapter, store)
-    out.update(tad_raw=tad["map_raw"], tad_anonymized=tad["map_anonymized"],
-               ad_raw=ad["auc_raw"], ad_anonymized=ad["auc_anonymized"])
-    return out
+def scores(results: dict) -> dict:
+    """The numbers of the table from one run's results.json (each task with a freshly trained head)."""
+    return {"ar_raw": results["action"]["top1_raw"], "ar_anonymized": results["action"]["top1_anonymized"],
+            "cmap_raw": results["privacy"]["cmap_raw"], "cmap_anonymized": results["privacy"]["cmap_anonymized"],
+            "tad_raw": results["tad"]["map_raw"], "tad_anonymized": results["tad"]["map_anonymized"],
+            "ad_raw": results["anomaly"]["auc_raw"], "ad_anonymized": results["anomaly"]["auc_anonymized"]}
 
 
 def table(results: dict, seen: list[str]) -> str:
@@ -82,49 +67,38 @@ def table(results: dict, seen: list[str]) -> str:
 
 def main(argv=None) -> int:
     args, seen = parse_args(argv)
-    from splavu_ray.adapter import load_adapter
     from splavu_ray.config import CONFIG_DIR, ConfigError, load_config
-    from splavu_ray.datasets import resolve_manifests
-    from splavu_ray.features import ensure_features
-    from splavu_ray.train import init_ray
-    from splavu_ray.trainer import export_from_result, fit
+    from splavu_ray.data.sources import resolve_manifests
+    from splavu_ray.distributed.feature_job import ensure_features
+    from splavu_ray.distributed.run import train_and_evaluate
+    from splavu_ray.distributed.session import connect
+    from splavu_ray.evaluation.suite import plan_evaluation
+    from splavu_ray.run_folder import RunFolder
 
     out_dir = Path(args.out).resolve()
+    # Every task is scored (the paper's MLP attacker is the privacy column), whichever ones were seen.
+    evaluation = ["eval.tasks=[privacy, action, tad, anomaly]", "eval.privacy.attackers=[mlp]"]
     try:
-        base = load_config(args.config or CONFIG_DIR / "demo.yaml", args.overrides)
+        base = load_config(args.config or CONFIG_DIR / "demo.yaml", [*args.overrides, *evaluation])
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if base.ray.address is None and not os.environ.get("RAY_ADDRESS"):
-        import ray
-
-        from splavu_ray.trainer import worker_env
-
-        # A Ray of our own ("local"): never join a cluster another job happens to run on this machine.
-        env = worker_env(base)
-        os.environ.update({k: v for k, v in env.items() if k not in os.environ})
-        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
-    init_ray(base)
+    connect(base, local_only=True)  # a Ray of our own unless RAY_ADDRESS / ray.address names one
     manifests = resolve_manifests(base)
+    plan = plan_evaluation(base, manifests)
     store = ensure_features(base, manifests["main"])
-    pstore = store if manifests["privacy"] == manifests["main"] else ensure_features(base, manifests["privacy"])
+    stores = {manifests["main"]: store, manifests["privacy"]: ensure_features(base, manifests["privacy"])}
     results = {"seen": seen, "command": " ".join(["python benchmarks/seen_unseen.py", *(argv or sys.argv[1:])]),
                "runs": []}
     for w_lc in args.w_lc:
         t0 = time.time()
         name = f"seen-{'-'.join(seen)}-wlc{w_lc:g}"
         cfg = load_config(args.config or CONFIG_DIR / "demo.yaml", [
-            *args.overrides, f"run_name={name}", f"output_dir={out_dir / name}", f"loss.w_lc={w_lc}",
+            *args.overrides, *evaluation, f"run_name={name}", f"output_dir={out_dir / name}", f"loss.w_lc={w_lc}",
             *(f"loss.w_{t}={1.0 if t in seen else 0.0}" for t in TASKS)])
-        cfg.save()
-        result = fit(cfg, store.root, [cfg.data.train_split], [cfg.data.val_split])
-        if result.error:
-            raise RuntimeError(f"training {name} failed: {result.error}")
-        exported = export_from_result(result, cfg.output_path)
-        adapter = load_adapter(exported.get("best_adapter") or exported["adapter"])
-        scores = evaluate_all(cfg, adapter, store, pstore)
-        results["runs"].append({"w_lc": w_lc, "run": name, "scores": scores, "seconds": round(time.time() - t0, 1)})
-        print(f"[seen_unseen] {name}: {json.dumps(scores)}", flush=True)
+        run = train_and_evaluate(cfg, RunFolder.of(cfg), plan, stores, store.root)
+        results["runs"].append({"w_lc": w_lc, "run": name, "scores": scores(run), "seconds": round(time.time() - t0, 1)})
+        print(f"[seen_unseen] {name}: {json.dumps(results['runs'][-1]['scores'])}", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     md = table(results, seen)

@@ -15,7 +15,7 @@ def __getattr__(name: str):
     # Lazy (PEP 562): `import splavu_ray.data` must not import torch. Ray Data decode actors import
     # the package to unpickle their UDF, and torch's import (1-3 s on 2 cores) delayed every epoch.
     if name in ("AnonymizingAdapter", "load_adapter", "save_adapter"):
-        from . import adapter
+        from .models import adapter
 
         return getattr(adapter, name)
     raise AttributeError(f"module 'splavu_ray' has no attribute {name!r}")

@@ -103,7 +103,8 @@ class AdapterConfig(_Section):
 
 
 class TADTaskConfig(_Section):
-    """Temporal action detection (TriDet-style head, splavu_ray.tad) on untrimmed window sequences."""
+    """Temporal action detection (eval.tad): the TriDet-style head and its loss (splavu_ray.models.heads,
+    splavu_ray.objectives.detection), shared by co-training (loss.w_tad > 0) and the evaluation task."""
 
     train_split: str = Field("tad_train", description="untrimmed split the detector trains on (THUMOS14: 'train', its validation videos)")
     test_split: str = Field("tad_test", description="untrimmed split the detector is scored on (THUMOS14: 'test')")
@@ -111,7 +112,6 @@ class TADTaskConfig(_Section):
     levels: int = Field(3, ge=1, le=8, description="pyramid levels (stride 1, 2, 4, ...)")
     centre_radius: float = Field(1.5, gt=0, description="centre sampling radius, in strides of a level")
     max_windows: int = Field(256, ge=4, description="training crop of long sequences (windows)")
-    videos_per_step: int = Field(4, ge=1, description="untrimmed videos per rank per co-training step")
     epochs: int = Field(60, ge=1, description="epochs of the post-hoc detector (evaluation)")
     lr: float = Field(1e-3, gt=0, description="lr of the post-hoc detector")
     nms_iou: float = Field(0.5, gt=0, le=1, description="per-class NMS threshold at inference")
@@ -119,7 +119,8 @@ class TADTaskConfig(_Section):
 
 
 class AnomalyTaskConfig(_Section):
-    """Weakly supervised anomaly detection (MGFN-style head, splavu_ray.anomaly): video labels only."""
+    """Weakly supervised anomaly detection (eval.anomaly): the MGFN-style head and its loss, shared by
+    co-training (loss.w_ad > 0) and the evaluation task; video labels only."""
 
     train_split: str = Field("anomaly_train", description="split with video-level labels (UCF-Crime: 'train')")
     test_split: str = Field("anomaly_test", description="split with frame-level anomaly segments (UCF-Crime: 'test')")
@@ -130,7 +131,6 @@ class AnomalyTaskConfig(_Section):
     w_sparse: float = Field(8e-3, ge=0, description="sparsity weight (abnormal videos)")
     w_mc: float = Field(0.01, ge=0, description="feature-magnitude contrastive weight")
     max_windows: int = Field(256, ge=4, description="training crop of long sequences (windows)")
-    videos_per_step: int = Field(4, ge=2, description="untrimmed videos per rank per co-training step (half normal)")
     epochs: int = Field(60, ge=1, description="epochs of the post-hoc detector (evaluation)")
     lr: float = Field(1e-3, gt=0)
 
@@ -143,8 +143,10 @@ class LossConfig(_Section):
     w_tad: float = Field(0.0, ge=0, description="temporal action detection weight inside L_T (0 = task off)")
     w_ad: float = Field(0.0, ge=0, description="anomaly detection weight inside L_T (0 = task off)")
     temperature: float = Field(0.1, gt=0)
-    tad: TADTaskConfig = Field(default_factory=TADTaskConfig)
-    ad: AnomalyTaskConfig = Field(default_factory=AnomalyTaskConfig)
+    tad_videos_per_step: int = Field(4, ge=1, description="untrimmed videos per rank per co-training step (TAD; "
+                                     "the task itself is eval.tad)")
+    ad_videos_per_step: int = Field(4, ge=2, description="untrimmed videos per rank per co-training step (anomaly, "
+                                    "half normal; the task itself is eval.anomaly)")
 
 
 class OptimConfig(_Section):
@@ -185,13 +187,9 @@ class TrainConfig(_Section):
         "validation top-1 is too noisy to pick an epoch by)")
 
 
-class EvalConfig(_Section):
-    """Evaluation of raw vs anonymized features (splavu_ray.evaluate; README: Evaluation)."""
+class PrivacyEvalConfig(_Section):
+    """eval.privacy: attackers trained WITH labels on static-clip features (the headline is the worst case)."""
 
-    tasks: list[Literal["privacy", "action", "bias", "reid", "tad", "anomaly"]] | None = Field(
-        None, description="None: privacy and action always; bias, reid, tad and anomaly when the data has the labels "
-        "(skipped with the reason recorded otherwise); a list: exactly those, missing labels are an error",
-    )
     attackers: list[Literal["mlp", "linear", "bank"]] = Field(
         default_factory=lambda: ["mlp", "linear", "bank"],
         description="privacy attackers; the worst case over all is the headline. mlp is the paper's and always runs",
@@ -203,39 +201,75 @@ class EvalConfig(_Section):
     bank_lrs: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2], min_length=1,
                                   description="bank: one head per (lr, weight decay) pair")
     bank_weight_decays: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.1], min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PrivacyEvalConfig":
+        if "mlp" not in self.attackers:
+            raise ValueError("eval.privacy.attackers must include 'mlp' (the paper's attacker gives "
+                             "privacy.cmap_raw/anonymized)")
+        if any(lr <= 0 for lr in self.bank_lrs) or any(wd < 0 for wd in self.bank_weight_decays):
+            raise ValueError("eval.privacy.bank_lrs must be > 0 and eval.privacy.bank_weight_decays >= 0")
+        return self
+
+
+class ActionEvalConfig(_Section):
+    """eval.action: the linear action probe (also used by the bias protocols)."""
+
     probe: Literal["logreg", "sgd"] = Field(
-        "logreg", description="linear action probe (also in the bias protocols): logreg = L2 logistic regression "
-        "solved to convergence (deterministic); sgd = a Linear layer trained with AdamW for probe_epochs")
+        "logreg", description="linear action probe: logreg = L2 logistic regression solved to convergence "
+        "(deterministic); sgd = a Linear layer trained with AdamW for probe_epochs")
     probe_c: float | None = Field(None, gt=0, description="logreg: inverse L2 strength; None = chosen from "
                                   "probe_c_grid by 3-fold cross-validation over the training videos")
     probe_c_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0], min_length=1)
     probe_epochs: int = Field(100, ge=1, description="sgd probe: epochs")
     probe_lr: float = Field(1e-3, gt=0, description="sgd probe: AdamW learning rate")
-    bias_manifest: str | None = Field(None, description="manifest with subject ids and gender (e.g. NTU RGB+D 60); "
-                                      "None = the main dataset")
-    bias_train_split: str = "train"
-    bias_test_split: str = "test"
-    bias_flipped_action: str | None = Field(None, description="None: 'brushing hair' if the vocabulary has it, else "
-                                            "its first action")
-    bias_p: float = Field(0.95, ge=0.5, lt=1.0, description="P(majority group | action) in the NTU-Bias training split")
-    reid_manifest: str | None = Field(None, description="manifest with subject ids for re-identification; None = main")
-    reid_split: str = Field("test", description="split whose videos form the gallery and the probes")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ActionEvalConfig":
+        if any(c <= 0 for c in self.probe_c_grid):
+            raise ValueError(f"eval.action.probe_c_grid values must be > 0, got {self.probe_c_grid}")
+        return self
+
+
+class BiasEvalConfig(_Section):
+    """eval.bias: NTU-Bias-F / -M and the natural protocol (gender-presentation bias of the action probe)."""
+
+    manifest: str | None = Field(None, description="manifest with subject ids and gender (e.g. NTU RGB+D 60); "
+                                 "None = the main dataset")
+    train_split: str = "train"
+    test_split: str = "test"
+    flipped_action: str | None = Field(None, description="None: 'brushing hair' if the vocabulary has it, else "
+                                       "its first action")
+    p: float = Field(0.95, ge=0.5, lt=1.0, description="P(majority group | action) in the NTU-Bias training split")
+
+
+class ReidEvalConfig(_Section):
+    """eval.reid: subject re-identification by retrieval (the temporal private attribute)."""
+
+    manifest: str | None = Field(None, description="manifest with subject ids for re-identification; None = main")
+    split: str = Field("test", description="split whose videos form the gallery and the probes")
+
+
+class EvalConfig(_Section):
+    """Evaluation of raw vs anonymized features (splavu_ray.evaluation; README: Evaluation). One section per
+    task; the settings every task shares stay here."""
+
+    tasks: list[Literal["privacy", "action", "bias", "reid", "tad", "anomaly"]] | None = Field(
+        None, description="None: privacy and action always; bias, reid, tad and anomaly when the data has the labels "
+        "(skipped with the reason recorded otherwise); a list: exactly those, missing labels are an error",
+    )
+    privacy: PrivacyEvalConfig = Field(default_factory=PrivacyEvalConfig)
+    action: ActionEvalConfig = Field(default_factory=ActionEvalConfig)
+    bias: BiasEvalConfig = Field(default_factory=BiasEvalConfig)
+    reid: ReidEvalConfig = Field(default_factory=ReidEvalConfig)
+    tad: TADTaskConfig = Field(default_factory=TADTaskConfig)
+    anomaly: AnomalyTaskConfig = Field(default_factory=AnomalyTaskConfig)
     plots: bool = Field(True, description="write PNG figures beside results.json")
     batch_size: int = Field(64, ge=1, description="mini-batch of every probe and attacker (raise it for large datasets)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where probes train; auto = cuda when present")
     cpu_threads: int | None = Field(1, ge=1, description="torch threads while probes train on CPU (None = torch's "
                                     "default): small probes are fastest on one, and extra threads slow down sharply "
                                     "on a busy machine")
-
-    @model_validator(mode="after")
-    def _check(self) -> "EvalConfig":
-        if "mlp" not in self.attackers:
-            raise ValueError("eval.attackers must include 'mlp' (the paper's attacker gives privacy.cmap_raw/anonymized)")
-        if any(lr <= 0 for lr in self.bank_lrs) or any(wd < 0 for wd in self.bank_weight_decays):
-            raise ValueError("eval.bank_lrs must be > 0 and eval.bank_weight_decays >= 0")
-        if any(c <= 0 for c in self.probe_c_grid):
-            raise ValueError(f"eval.probe_c_grid values must be > 0, got {self.probe_c_grid}")
-        return self
 
 
 class RayConfig(_Section):
@@ -279,9 +313,9 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the resolved config (YAML) into output_dir (or ``path``)."""
-        path = Path(path) if path else self.output_path / "config.yaml"
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the resolved config (YAML) to ``path`` (a run's ``RunFolder.config``)."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
@@ -368,7 +402,43 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+# Keys that moved when each evaluation task got its own section (eval.<task>): old name -> new name.
+# A config that still uses an old name fails before any work, naming the new key.
+MOVED_KEYS: dict[str, str] = {
+    **{f"eval.{k}": f"eval.privacy.{k}" for k in ("attackers", "attacker_epochs", "attacker_lr", "attacker_hidden",
+                                                  "bank_kind", "bank_lrs", "bank_weight_decays")},
+    **{f"eval.{k}": f"eval.action.{k}" for k in ("probe", "probe_c", "probe_c_grid", "probe_epochs", "probe_lr")},
+    **{f"eval.bias_{k}": f"eval.bias.{k}" for k in ("manifest", "train_split", "test_split", "flipped_action", "p")},
+    "eval.reid_manifest": "eval.reid.manifest", "eval.reid_split": "eval.reid.split",
+    "loss.tad.videos_per_step": "loss.tad_videos_per_step", "loss.ad.videos_per_step": "loss.ad_videos_per_step",
+    **{f"loss.tad.{k}": f"eval.tad.{k}" for k in TADTaskConfig.model_fields},
+    **{f"loss.ad.{k}": f"eval.anomaly.{k}" for k in AnomalyTaskConfig.model_fields},
+}
+
+
+_MISSING = object()
+
+
+def moved_keys(data: dict[str, Any]) -> list[str]:
+    """Messages for every key of ``data`` (a Config dict) that now lives elsewhere."""
+    found = []
+    for old, new in MOVED_KEYS.items():
+        node: Any = data
+        for part in old.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            found.append(f"config key '{old}' has moved to '{new}'")
+    loss = data.get("loss")
+    for key, new in (("tad", "eval.tad"), ("ad", "eval.anomaly")):  # what is left of an old section
+        if isinstance(loss, dict) and key in loss and not any(f"'loss.{key}." in m for m in found):
+            found.append(f"config section 'loss.{key}' has moved to '{new}'")
+    return found
+
+
+
 def validate(data: dict[str, Any], model: type[BaseModel] = Config):
+    if model is Config and (moved := moved_keys(data)):
+        raise ConfigError("invalid config:\n  " + "\n  ".join(moved))
     try:
         return model.model_validate(data)
     except ValidationError as exc:

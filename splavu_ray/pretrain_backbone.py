@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbone import BUILTIN_DIR, POOLER_FILE, AttentivePooler, save_encoder, tiny_vjepa2_config
 from .config import SyntheticConfig
+from .models.backbone import BUILTIN_DIR, POOLER_FILE, AttentivePooler, save_encoder, tiny_vjepa2_config
 
 
 def load_split(manifest_path: str, split: str, size: int, clip_len: int):
@@ -46,7 +46,7 @@ def pretrain(manifest_path: str, out: Path, epochs: int = 20, batch_size: int = 
     from transformers import VJEPA2Model
 
     from .data.transforms import eval_transform
-    from .metrics import chance_cmap, cmap, top1
+    from .metrics.classification import chance_cmap, cmap, top1
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -2,7 +2,7 @@
 
 Plain PyTorch and scikit-learn on in-memory arrays; metrics from splavu_ray.metrics (scikit-learn).
 
-Attackers (METHOD.md, privacy leakage): the paper's MLP, a linear one, and a *bank*: several heads
+Attackers (docs/method.md, "Privacy leakage"): the paper's MLP, a linear one, and a *bank*: several heads
 with different learning rates and weight decays trained together in one pass over the features (the
 multi-head probe trick of V-JEPA's evals: one data loop, one forward of the shared input, each head
 with its own optimizer and schedule, so each head learns exactly as if it were trained alone).
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
+from .metrics import classification as metrics
 
 AttackerKind = Literal["mlp", "linear"]
 

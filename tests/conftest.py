@@ -16,7 +16,7 @@ from toy import make_toy_store  # tests/toy.py: importable by name from any test
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """One local Ray per test module (ray.init costs seconds; see ENGINEERING.md). address="local"
+    """One local Ray per test module (ray.init costs seconds). address="local"
     never joins another cluster that happens to run on this machine."""
     import ray
 

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from splavu_ray.config import CONFIG_DIR, Config, ConfigError, load_config, parse_overrides
+from splavu_ray.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,8 @@ def test_override_wins_over_file(tmp_path):
         ("optim.lr=-1", "config key 'optim.lr': Input should be greater than 0"),
         ("deepspeed.zero_stage=4", "config key 'deepspeed.zero_stage'"),
         ("train.select=best", "config key 'train.select': Input should be 'val_top1' or 'last'"),
-        ("eval.probe=svm", "config key 'eval.probe': Input should be 'logreg' or 'sgd'"),
-        ("eval.probe_c_grid=[0.1,0]", "eval.probe_c_grid values must be > 0"),
+        ("eval.action.probe=svm", "config key 'eval.action.probe': Input should be 'logreg' or 'sgd'"),
+        ("eval.action.probe_c_grid=[0.1,0]", "eval.action.probe_c_grid values must be > 0"),
         ("optim.batch_size=63", "divisible by scaling.num_workers"),
         ("run_name=a b", "config key 'run_name'"),
         ("optim.lr", "not of the form key=value"),
@@ -62,9 +63,22 @@ def test_bad_files(tmp_path):
 
 def test_resolved_config_is_written_and_reloads(tmp_path):
     cfg = load_config(None, [f"output_dir={tmp_path}/run", "optim.epochs=7"])
-    path = cfg.save()
+    path = cfg.save(RunFolder.of(cfg).config)
     assert path == tmp_path / "run" / "config.yaml"
     assert load_config(path) == cfg
+
+
+def test_moved_task_settings_fail_naming_their_new_key():
+    # Each evaluation task has its own section now (eval.<task>); the old keys say where they went.
+    cases = {"eval.probe=sgd": "eval.action.probe", "eval.attacker_epochs=3": "eval.privacy.attacker_epochs",
+             "eval.bias_manifest=x.parquet": "eval.bias.manifest", "eval.reid_split=val": "eval.reid.split",
+             "loss.tad.epochs=5": "eval.tad.epochs", "loss.ad.topk=2": "eval.anomaly.topk",
+             "loss.tad.videos_per_step=2": "loss.tad_videos_per_step"}
+    for old, new in cases.items():
+        with pytest.raises(ConfigError, match=f"'{old.split('=')[0]}' has moved to '{new}'"):
+            load_config(None, [old])
+    cfg = load_config(None, ["eval.action.probe=sgd", "eval.tad.epochs=5", "loss.tad_videos_per_step=2"])
+    assert (cfg.eval.action.probe, cfg.eval.tad.epochs, cfg.loss.tad_videos_per_step) == ("sgd", 5, 2)
 
 
 def shipped_yaml_files():
@@ -82,7 +96,7 @@ def test_every_shipped_yaml_is_valid():
         if path.parent == CONFIG_DIR:
             assert isinstance(load_config(path), Config), rel
         elif rel.parts[0] == "sweeps":  # sweep schema + every searched key against Config
-            from splavu_ray.sweep import load_sweep
+            from splavu_ray.search.spec import load_sweep
 
             load_sweep(path)
         elif rel.parts[0] == "cluster":  # Ray's own cluster-launcher schema (what `ray up` checks)
@@ -97,7 +111,7 @@ def test_every_shipped_yaml_is_valid():
 
 def test_report_poll_reaches_ray_train_environment():
     # Ray Train V2 reads RAY_TRAIN_HEALTH_CHECK_INTERVAL_S on the driver and passes it to its controller.
-    from splavu_ray.trainer import worker_env
+    from splavu_ray.distributed.session import worker_env
 
     assert worker_env(load_config())["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.25"
     assert worker_env(load_config(None, ["ray.report_poll_s=1.5"]))["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "1.5"

@@ -18,8 +18,8 @@ TINY = [
     "data.synthetic.untrimmed_videos={train: 1, test: 1}",
     "data.num_static_frames=4", "data.num_eval_clips=2", "data.decode_workers=1",
     "adapter.layers=1", "optim.batch_size=16", "optim.base_batch_size=16", "optim.lr=1e-3",
-    "optim.head_epochs=1", "optim.warmup_epochs=0", "eval.attacker_epochs=15", "eval.probe_epochs=15",
-    "loss.tad.epochs=5", "loss.ad.epochs=5", "train.checkpoint_every=1",
+    "optim.head_epochs=1", "optim.warmup_epochs=0", "eval.privacy.attacker_epochs=15",
+    "eval.action.probe_epochs=15", "eval.tad.epochs=5", "eval.anomaly.epochs=5", "train.checkpoint_every=1",
 ]
 
 
@@ -112,15 +112,15 @@ def test_run_survives_a_killed_worker(tmp_path, cache_dir):
 
 def test_rerun_with_a_changed_config_is_refused_not_resumed(tmp_path):
     from splavu_ray.config import ConfigError, load_config
-    from splavu_ray.train import check_resume
+    from splavu_ray.training.preflight import check_resume
 
     base = [f"output_dir={tmp_path}/run", "run_name=r1", "loss.w_b=1"]
     cfg = load_config(None, base)
     check_resume(cfg)  # nothing there yet
-    cfg.save()
+    cfg.save(tmp_path / "run" / "config.yaml")
     check_resume(cfg)  # a config but no checkpoints: a fresh start
     (tmp_path / "run" / "ray" / "r1").mkdir(parents=True)
     check_resume(cfg)  # same config: resumes
-    check_resume(load_config(None, [*base, "eval.probe_epochs=3"]))  # evaluation settings may change
+    check_resume(load_config(None, [*base, "eval.action.probe_epochs=3"]))  # evaluation settings may change
     with pytest.raises(ConfigError, match=r"run 'r1' .* \(loss changed"):
         check_resume(load_config(None, [*base[:2], "loss.w_b=5"]))

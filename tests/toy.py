@@ -6,7 +6,7 @@ import numpy as np
 def make_toy_store(root, n_train=64, n_val=32, n_test=32, dim=32, clips=2, static=4, actions=4, seed=0):
     """A feature store of Gaussian features: the action lives in one subspace (moving clips only),
     a private attribute in another (clips and static clips). Enough to train and test the loop."""
-    from splavu_ray.feature_store import FeatureStore, feature_row
+    from splavu_ray.data.feature_store import FeatureStore, feature_row
 
     rng = np.random.default_rng(seed)
     act_dirs = rng.normal(size=(actions, dim))

@@ -27,7 +27,7 @@ import stat
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, IO, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import av
 import numpy as np

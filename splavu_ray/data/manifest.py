@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Private attributes of VISPR used by the paper's privacy protocol (METHOD.md).
+# Private attributes of VISPR used by the paper's privacy protocol (docs/method.md).
 VISPR_ATTRIBUTES: tuple[str, ...] = (
     "a17_color",  # skin colour
     "a4_gender",

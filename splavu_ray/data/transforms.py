@@ -1,4 +1,4 @@
-"""Clip transforms of METHOD.md, in torch (no torchvision): uint8 (T, H, W, 3) -> float (T, 3, S, S).
+"""Clip transforms of docs/method.md ("Shapes"), in torch (no torchvision): uint8 (T, H, W, 3) -> float (T, 3, S, S).
 
 - eval: resize the short side to S * 256/224, centre crop S (S=224 gives the usual 256 -> 224).
 - train: RandomResizedCrop (scale 0.3-1, ratio 3/4-4/3), the SAME crop for every frame of a clip

@@ -1,0 +1,147 @@
+"""The Ray Train worker: f_A and the heads in one DeepSpeed engine, run through the shared epoch loop.
+
+Per worker: the frozen backbone (online mode only) stays OUTSIDE DeepSpeed; f_A + heads live in one
+DeepSpeed engine (ZeRO stage 0-3). Each epoch is :func:`splavu_ray.training.loop.run_epoch`; every
+``train.checkpoint_every`` epochs all ranks save the DeepSpeed state into one Ray checkpoint, to which
+rank 0 adds the loop's state and the consolidated adapter exports (latest, and the one the selection
+rule keeps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Config
+from ..models.adapter import adapter_from_config, save_adapter
+from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER
+from ..training.batches import CachedSource
+from ..training.loop import epoch_line, new_state, run_epoch, steps_per_epoch, total_epochs
+from ..training.model import build_model
+from ..training.schedule import build_optimizer
+from ..training.steps import Objective
+from .deepspeed_config import deepspeed_config, use_bf16
+from .online_source import OnlineSource, say
+
+STATE_TAG = "state"
+TRAINER_STATE = "trainer_state.json"
+
+
+class DeepSpeedStepper:
+    """The epoch loop's Stepper for a DeepSpeed engine (gradient clipping is in the DeepSpeed config)."""
+
+    def __init__(self, engine, scheduler):
+        self.engine, self.scheduler = engine, scheduler
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+
+def _adapter_state(engine, stage: int) -> dict[str, torch.Tensor]:
+    """Full f_A weights on every rank (gathers ZeRO-3 partitions; collective, call on all ranks)."""
+    module = engine.module.adapter
+    if stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            return {k: v.detach().cpu().float().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().cpu().float().clone() for k, v in module.state_dict().items()}
+
+
+def _export(adapter_template, state: dict[str, torch.Tensor], folder: Path, meta: dict) -> None:
+    adapter_template.load_state_dict(state)
+    save_adapter(adapter_template, folder, meta)
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every ray.train.report() with its whole metrics dict at INFO ("Reporting training
+    result ..."), which drowns the one-line epoch summary; keep its warnings and errors.
+
+    The logger is named after the module that reports (Ray Train V2's worker context module); there is no
+    public handle on it, so it is looked up by that module's file name, and nothing happens when a Ray
+    release moves it (the dump then just stays)."""
+    try:
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except Exception:  # noqa: BLE001 - a Ray without that module logs differently; nothing to quiet
+        pass
+
+
+def _source(loop_config: dict[str, Any], cfg: Config, rank: int, world: int, device):
+    if cfg.train.mode == "cached":
+        return CachedSource(loop_config["feature_store"], loop_config["train_splits"], loop_config["val_splits"],
+                            cfg, rank, world)
+    if cfg.loss.w_tad > 0 or cfg.loss.w_ad > 0:
+        raise ValueError("loss.w_tad / loss.w_ad co-training reads untrimmed videos from the feature store: "
+                         "use train.mode=cached")
+    return OnlineSource(loop_config["num_actions"], loop_config["num_train"], cfg, rank, world, device)
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """The Ray Train worker loop (both data modes)."""
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+
+    cfg = Config.model_validate(loop_config["config"])
+    _quiet_report_log()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
+    torch.manual_seed(cfg.seed)
+    source = _source(loop_config, cfg, rank, world, device)
+    model = build_model(cfg, source)
+    template = adapter_from_config(source.dim, cfg.adapter)  # CPU copy for exports
+    epochs = total_epochs(cfg)
+    optimizer, scheduler = build_optimizer(model, cfg.optim, steps_per_epoch(source.num_train, cfg))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, world))
+    dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
+
+    state, best_state = new_state(), None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            engine.load_checkpoint(ckpt_dir, tag=STATE_TAG)
+            state = json.loads(Path(ckpt_dir, TRAINER_STATE).read_text())
+            best_file = Path(ckpt_dir, BEST_ADAPTER, "adapter.safetensors")
+            if best_file.is_file():
+                from safetensors.torch import load_file
+
+                best_state = load_file(str(best_file))
+        if rank == 0:
+            say(f"[splavu] resumed from epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f})")
+
+    stepper, obj = DeepSpeedStepper(engine, scheduler), Objective.from_config(cfg)
+    meta = {**source.meta, "run_name": cfg.run_name}
+    for epoch in range(state["epoch"], epochs):
+        metrics, improved = run_epoch(engine, stepper, source, epoch, cfg, obj, state, rank, world, device, dtype)
+        adapter_state = _adapter_state(engine, cfg.deepspeed.zero_stage)  # collective: every rank, every epoch
+        if improved:
+            best_state = adapter_state
+        if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == epochs:
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save_checkpoint(tmp, tag=STATE_TAG)
+                if rank == 0:
+                    Path(tmp, TRAINER_STATE).write_text(json.dumps(state))
+                    _export(template, adapter_state, Path(tmp, LATEST_ADAPTER), {**meta, "epoch": epoch + 1})
+                    if best_state is not None:
+                        _export(template, best_state, Path(tmp, BEST_ADAPTER),
+                                {**meta, "epoch": state["best_epoch"], "val_top1": state["best_val_top1"]})
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+        if rank == 0:
+            say(epoch_line(metrics, epochs))

@@ -1,0 +1,198 @@
+"""Sweeps: the sweep file and its checks, the study and its outputs, and an interrupted + resumed
+sweep end to end through the CLI (Ray Tune + Optuna + one TorchTrainer per trial, toy feature store)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from splavu_ray.config import AdapterConfig, validate
+from splavu_ray.distributed.tune import concurrency, open_study, optuna_distribution
+from splavu_ray.models.adapter import adapter_from_config, load_adapter, save_adapter
+from splavu_ray.run_folder import RunFolder
+from splavu_ray.search.frontier import write_outputs
+from splavu_ray.search.spec import PRIVACY_KEY, SweepError, fingerprint, load_sweep, objective_values
+from splavu_ray.sweep import main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_BASE = {
+    "adapter": {"layers": 1, "heads": 4},
+    "optim": {"batch_size": 16, "base_batch_size": 16, "lr": 3e-3, "epochs": 1, "head_epochs": 0, "warmup_epochs": 0},
+    "scaling": {"num_workers": 1}, "deepspeed": {"zero_stage": 0},
+    "eval": {"privacy": {"attacker_epochs": 5}, "action": {"probe_epochs": 5}},
+    "ray": {"address": "local"},  # never join another Ray running on this machine
+}
+
+
+def write_sweep(tmp_path, name="toy", **fields) -> Path:
+    spec = {"name": name, "n_trials": 2, "output_dir": str(tmp_path / "out"), "base": TINY_BASE,
+            "sampler": {"population_size": 2, "seed": 0},
+            "space": {"loss.w_b": {"type": "loguniform", "low": 0.1, "high": 10.0},
+                      "loss.w_lc": {"type": "loguniform", "low": 1.0, "high": 100.0}}}
+    spec.update(fields)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("name", ["loss_weights", "adapter", "quick"])
+def test_shipped_sweeps_validate_against_the_config_schema(name):
+    spec, base = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+    assert spec.sampler.name == "nsga2" and spec.directions[0] == "min"
+    assert validate(base).run_name  # the base config is a valid training config
+
+
+def test_bad_sweep_fails_before_any_work(tmp_path, capsys):
+    path = write_sweep(tmp_path)
+    cases = [
+        (["space.loss.w_nope.type=uniform", "space.loss.w_nope.low=0", "space.loss.w_nope.high=1"],
+         "unknown config key 'loss.w_nope'"),
+        (["space.adapter.layers.type=int", "space.adapter.layers.low=0", "space.adapter.layers.high=3"],
+         "'space.adapter.layers' (value 0)"),
+        (["space.loss.w_b.low=-1"], "loguniform parameter needs low > 0"),
+        (["n_trial=3"], "unknown sweep key 'n_trial'"),
+        (["objectives.utility=[tad.map]"], "a trial evaluates only the sections"),
+        (["space.run_name.type=categorical", "space.run_name.choices=[a]"], "cannot be searched"),
+    ]
+    for overrides, message in cases:
+        assert main([str(path), *overrides]) == 2, overrides
+        assert message in capsys.readouterr().err, overrides
+    assert not (tmp_path / "out").exists()
+
+
+def test_objective_values_prefer_the_worst_case_attacker_and_name_the_fallback(tmp_path):
+    spec, _ = load_sweep(write_sweep(tmp_path))
+    results = {"privacy": {"cmap_anonymized": 60.0, "cmap_raw": 80.0},
+               "action": {"top1_anonymized": 70.0, "top1_raw": 72.0}}
+    obj = objective_values(results, spec.objectives)
+    assert obj["privacy_metric"] == "privacy.cmap_anonymized"  # the explicit fallback
+    assert obj["values"] == {PRIVACY_KEY: 60.0, "action.top1_anonymized": 70.0}
+    assert obj["raw"] == {PRIVACY_KEY: 80.0, "action.top1_anonymized": 72.0}
+    results["privacy"].update(cmap_worst_anonymized=65.0, cmap_worst_raw=85.0)
+    obj = objective_values(results, spec.objectives)
+    assert obj["privacy_metric"] == "privacy.cmap_worst_anonymized"
+    assert obj["values"][PRIVACY_KEY] == 65.0 and obj["raw"][PRIVACY_KEY] == 85.0
+    with pytest.raises(SweepError, match="'action' holds"):
+        objective_values({"privacy": results["privacy"], "action": {"top5": 1.0}}, spec.objectives)
+
+
+def test_concurrency_from_cluster_resources(tmp_path):
+    spec, base = load_sweep(write_sweep(tmp_path))
+    cfg = validate(base)  # 1 worker x 1 CPU + 1 CPU for the trial driver
+    assert concurrency(spec, cfg, {"CPU": 2}) == 1
+    assert concurrency(spec, cfg, {"CPU": 9}) == 4
+    gpu = validate({**base, "scaling": {"num_workers": 2, "use_gpu": True}})
+    assert concurrency(spec, gpu, {"CPU": 64, "GPU": 8}) == 4
+    with pytest.raises(SweepError, match="one trial needs 2 CPUs"):
+        concurrency(spec, cfg, {"CPU": 1})
+
+
+def test_study_resume_fails_interrupted_trials_and_refuses_another_sweep(tmp_path):
+    spec, base = load_sweep(write_sweep(tmp_path))
+    spec.output_path.mkdir(parents=True)
+    study, _ = open_study(spec, fingerprint(spec))
+    study.tell(study.ask(), [50.0, 70.0])
+    running = study.ask()  # what a killed sweep leaves behind
+    study, _ = open_study(spec, fingerprint(spec))
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL"] and study.trials[running.number].state.name == "FAIL"
+    more, _ = load_sweep(write_sweep(tmp_path), ["n_trials=5", "sampler.seed=1"])  # extending is fine
+    open_study(more, fingerprint(more))
+    for change in (["space.loss.w_b.high=5"], ["base.optim.epochs=3"]):
+        other, _ = load_sweep(write_sweep(tmp_path), change)
+        with pytest.raises(SweepError, match="different search space"):
+            open_study(other, fingerprint(other))
+
+
+def test_outputs_from_a_study(tmp_path):
+    """trials.csv, pareto.csv, summary.json (hypervolume by hand), pareto.png, frontier adapters."""
+    spec, _ = load_sweep(write_sweep(tmp_path, n_trials=4))
+    out = spec.output_path
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    dists = {k: optuna_distribution(p) for k, p in spec.space.items()}
+    #          cMAP  top-1   (the third is dominated by the first)
+    points = [(40.0, 70.0), (50.0, 80.0), (45.0, 60.0), (60.0, 90.0)]
+    for i, (cmap, top1) in enumerate(points):
+        trial_dir = tmp_path / "trials" / f"t{i}"
+        save_adapter(adapter_from_config(8, AdapterConfig(layers=1, heads=2)), trial_dir / "best_adapter", {"i": i})
+        record = {"trial_dir": str(trial_dir), "privacy_metric": "privacy.cmap_worst_anonymized",
+                  "raw": {PRIVACY_KEY: 80.0, "action.top1_anonymized": 95.0}}
+        study.add_trial(optuna.trial.create_trial(values=[cmap, top1], params={"loss.w_b": 1.0 + i, "loss.w_lc": 10.0},
+                                                  distributions=dists, user_attrs={"record": record}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={}, distributions={}))
+    out.mkdir(parents=True)
+    summary = write_outputs(spec, study, RunFolder(out))
+
+    assert summary["n_trials"] == 4 and summary["n_failed"] == 1 and summary["n_pareto"] == 3
+    # reference (cMAP 100, top-1 0): 70*60 + 10*50 + 10*40 = 5100; box 100 x 100
+    assert summary["hypervolume"] == pytest.approx(5100.0)
+    assert summary["normalized_hypervolume"] == pytest.approx(0.51)
+    assert summary["raw_point"] == {PRIVACY_KEY: 80.0, "action.top1_anonymized": 95.0}
+    assert summary["privacy_metric"]["trials_by_metric"] == {"privacy.cmap_worst_anonymized": 4}
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 4 + ["FAIL"]
+    assert [r["pareto"] for r in rows[:4]] == ["True", "True", "False", "True"]
+    front = list(csv.DictReader(open(out / "pareto.csv")))
+    assert [int(r["number"]) for r in front] == [0, 1, 3]  # sorted by cMAP
+    assert (out / "pareto.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (out / "pareto_adapters").iterdir()) == ["trial_0000", "trial_0001", "trial_0003"]
+    assert load_adapter(out / "pareto_adapters" / "trial_0001").dim == 8
+
+
+@pytest.mark.slow
+def test_sweep_interrupted_then_resumed_end_to_end(tmp_path):
+    """Kill a sweep while its second trial trains; the same command then finishes the study
+    without re-running the finished trial, and writes every output."""
+    from toy import make_toy_store
+
+    store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)
+    cmd = [sys.executable, "-m", "splavu_ray.sweep", str(write_sweep(tmp_path, feature_store=store.root))]
+    out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'out' / 'optuna.db'}"
+
+    def complete():
+        try:
+            study = optuna.load_study(study_name="toy", storage=db)
+        except Exception:  # not created yet
+            return []
+        return [t for t in study.trials if t.state.name == "COMPLETE"]
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not complete():
+        time.sleep(0.5)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted: " + proc.stdout.read()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = complete()
+    assert len(first) == 1 and not (out / "summary.json").exists()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "1 finished trial(s), 1 to run" in again.stdout
+    done = complete()
+    assert len(done) == 2
+    assert (done[0].number, done[0].values, done[0].params) == (first[0].number, first[0].values, first[0].params)
+    # The second attempt ran exactly one Tune trial, and it was a new configuration.
+    attempts = sorted((out / "tune").glob("attempt-*"))
+    assert [a.name for a in attempts] == ["attempt-001", "attempt-002"]
+    assert len([p for p in attempts[1].iterdir() if p.is_dir() and p.name.startswith("run_trial")]) == 1
+    assert done[1].params != done[0].params
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_trials"] == 2 and 1 <= summary["n_pareto"] <= 2
+    assert summary["privacy_metric"]["trials_by_metric"]  # which privacy metric the values came from
+    for key in ("hypervolume", "normalized_hypervolume"):
+        assert 0 <= summary[key]
+    assert len(list(csv.DictReader(open(out / "trials.csv")))) >= 2
+    for t in summary["pareto_trials"]:
+        assert load_adapter(t["adapter"]).dim == 32
+        assert json.loads((Path(t["adapter"]) / "results.json").read_text())["privacy"]
