@@ -10,9 +10,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "configs"
@@ -281,6 +282,46 @@ class RayConfig(_Section):
                                  "(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; the environment variable wins when set)")
 
 
+# URI schemes MLflow's tracking client accepts (besides http/https): local stores and SQLAlchemy databases.
+_MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+class TrackingConfig(_Section):
+    """Experiment tracking (splavu_ray.tracking; docs/tracking.md). Off unless mlflow_uri is set."""
+
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI: a server (http://127.0.0.1:5000) or a "
+                                   "store (sqlite:////abs/mlflow.db, a database URL; file:/abs/mlruns where MLflow "
+                                   "still allows it); None = no MLflow")
+    experiment: str = Field("splavu_ray", description="MLflow experiment the runs go to (created when missing)")
+    tensorboard: bool = Field(False, description="also write the per-epoch metrics as TensorBoard event files "
+                              "under output_dir/tensorboard (rank 0's node)")
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _check_uri(cls, uri: str | None) -> str | None:
+        if uri is None:
+            return uri
+        scheme = uri.split(":", 1)[0].lower()  # "databricks" has no colon
+        if not uri.strip() or any(c.isspace() for c in uri) or scheme.split("+")[0] not in _MLFLOW_SCHEMES:
+            raise ValueError("must be an MLflow tracking URI such as http://127.0.0.1:5000 or "
+                             "sqlite:////abs/path/mlflow.db; leave it unset (null) to turn tracking off")
+        if scheme in ("http", "https") and not urlsplit(uri).netloc:
+            raise ValueError("names no host (e.g. http://127.0.0.1:5000)")
+        rest = uri.partition(":")[2]
+        absolute = {"file": rest.removeprefix("//").startswith("/"), "sqlite": rest.startswith("////")}
+        if not absolute.get(scheme, True):  # Ray workers run in other working directories
+            raise ValueError("a file: or sqlite: store needs an absolute path (file:/abs/mlruns, "
+                             "sqlite:////abs/mlflow.db)")
+        return uri
+
+    @field_validator("experiment")
+    @classmethod
+    def _check_experiment(cls, name: str) -> str:
+        if not name.strip() or name != name.strip():
+            raise ValueError("must be a non-empty MLflow experiment name without surrounding spaces")
+        return name
+
+
 class Config(_Section):
     run_name: str = Field("splavu-demo", pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: str = Field("outputs/splavu-demo", description="where results, configs and exports are written")
@@ -295,6 +336,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _check(self) -> "Config":

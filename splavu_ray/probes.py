@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .metrics import classification as metrics
+from .progress import Progress
 
 AttackerKind = Literal["mlp", "linear"]
 
@@ -37,7 +38,7 @@ def _standardize(train: np.ndarray, *others: np.ndarray):
 
 def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, epochs: int,
               lrs: Sequence[float], weight_decays: Sequence[float], seed: int, batch_size: int = 64,
-              device: str = "cpu") -> list[nn.Module]:
+              device: str = "cpu", desc: str = "probe") -> list[nn.Module]:
     """Train every head on the same mini-batches (one pass over the data per epoch).
 
     Each head has its own AdamW and reduce-on-plateau schedule (x1/5, the paper's attacker) driven by
@@ -53,6 +54,7 @@ def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss
     scheds = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.2, patience=10) for o in opts]
     for h in heads:
         h.train()
+    bar = Progress(epochs, desc, unit="epoch", delay=5.0)  # shown only when training is slow (large data)
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         totals = [0.0] * len(heads)
@@ -68,6 +70,8 @@ def fit_heads(heads: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, loss
                 totals[k] += loss.item() * len(idx)
         for s, total in zip(scheds, totals):
             s.step(total / len(x))
+        bar.update(1)
+    bar.close()
     return [h.eval().cpu() for h in heads]
 
 
@@ -137,7 +141,7 @@ def attack_bank(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
     dim, n_out = xtr.shape[1], train_y.shape[1]
     heads = [make_attacker(kind, dim, n_out, hidden) for _ in lrs]
     fit_heads(heads, torch.from_numpy(xtr), torch.from_numpy(train_y.astype(np.float32)), nn.BCEWithLogitsLoss(),
-              epochs, lrs, weight_decays, seed, batch_size, device)
+              epochs, lrs, weight_decays, seed, batch_size, device, desc=f"{kind} attacker x{len(heads)}")
     xte_t = torch.from_numpy(xte)
     return {_bank_name(lr, wd): _score(h, xte_t, test_y, names) for h, lr, wd in zip(heads, lrs, weight_decays)}
 

@@ -4,10 +4,11 @@
       config.yaml          the resolved config           deepspeed.json  the generated DeepSpeed config
       adapter/             f_A of the last epoch          best_adapter/   f_A the selection rule kept
       results.json         every task's numbers           results.md      the results table
-      *.png                plots beside the results       rejects.jsonl   videos online training dropped
+      report.html          the page to look at            *.png           plots beside the results
+      rejects.jsonl        videos online training dropped   tensorboard/  per-epoch event files (tracking.tensorboard)
       ray/RUN_NAME/        Ray Train checkpoints (``ray.storage_path`` moves them, e.g. to s3://)
 
-A sweep's folder holds its own files (study, trials.csv, pareto.csv, summary.json, pareto.png,
+A sweep's folder holds its own files (study, trials.csv, pareto.csv, summary.json, pareto.png, report.html,
 pareto_adapters/, tune/) and one run folder per trial under ``trials/TRIAL_ID``.
 """
 
@@ -56,8 +57,18 @@ class RunFolder:
         return self.root / "results.md"
 
     @property
+    def report(self) -> Path:
+        """report.html: the self-contained page of a run (table, plots, training curves) or of a sweep."""
+        return self.root / "report.html"
+
+    @property
     def rejects(self) -> Path:
         return self.root / "rejects.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of the per-epoch metrics (``tracking.tensorboard``)."""
+        return self.root / "tensorboard"
 
     def adapter(self, name: str = BEST_ADAPTER) -> Path:
         """An exported adapter: ``best_adapter`` (what the selection rule kept) or ``adapter`` (the last epoch)."""
@@ -78,6 +89,15 @@ class RunFolder:
         """The run folder of one sweep trial (its checkpoints inside it)."""
         root = self.root / "trials" / trial_id
         return RunFolder(root, str(root / "ray"))
+
+    @property
+    def trial_record(self) -> Path:
+        """A sweep trial's record: its parameters, folder, privacy metric used and raw-feature point."""
+        return self.root / "record.json"
+
+    def trial_records(self) -> list[Path]:
+        """The records of every trial a sweep folder holds, in no particular order."""
+        return sorted((self.root / "trials").glob("*/record.json"))
 
     def sweep_file(self, name: str) -> Path:
         """sweep.yaml, base_config.yaml, trials.csv, pareto.csv, summary.json, pareto.png, optuna.db."""

@@ -157,5 +157,6 @@ def crop(feats: np.ndarray, max_len: int, rng: np.random.Generator) -> np.ndarra
 
 
 def sequence_batch(feats: list[np.ndarray], max_len: int, rng: np.random.Generator):
-    x, mask = pad_sequences([torch.from_numpy(np.ascontiguousarray(crop(f, max_len, rng), np.float32)) for f in feats])
+    # np.array copies: store arrays are read-only, and torch wants writable memory
+    x, mask = pad_sequences([torch.from_numpy(np.array(crop(f, max_len, rng), np.float32)) for f in feats])
     return x, mask

@@ -36,6 +36,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..config import SyntheticConfig
+from ..progress import Progress
 from .manifest import write_manifest
 
 GENERATOR_VERSION = "1"  # bump whenever the pixels or labels change: it is part of the cache key
@@ -686,23 +687,16 @@ def generate(cfg: SyntheticConfig, root: Path, workers: int = 2, uri_root: Path 
     items = plan(cfg)
     cfg_json = cfg.model_dump_json()
     batches = _batches(items)
-    done, total = 0, len(items)
-
-    def progress(n: int) -> None:
-        nonlocal done
-        step = max(1, total // 10)
-        if (done + n) // step > done // step or done + n == total:
-            print(f"[synthetic] {done + n}/{total} files ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
-        done += n
-
+    total = len(items)
     root.mkdir(parents=True, exist_ok=True)
-    if workers <= 1:
-        for b in batches:
-            progress(_write_items(str(root), cfg_json, b))
-    else:  # spawn: safe even when the caller holds threads (Ray, torch)
-        with ProcessPoolExecutor(min(workers, len(batches)), mp_context=get_context("spawn")) as pool:
-            for n in pool.map(_write_items, [str(root)] * len(batches), [cfg_json] * len(batches), batches):
-                progress(n)
+    with Progress(total, "synthetic", unit="file") as progress:
+        if workers <= 1:
+            for b in batches:
+                progress.update(_write_items(str(root), cfg_json, b))
+        else:  # spawn: safe even when the caller holds threads (Ray, torch)
+            with ProcessPoolExecutor(min(workers, len(batches)), mp_context=get_context("spawn")) as pool:
+                for n in pool.map(_write_items, [str(root)] * len(batches), [cfg_json] * len(batches), batches):
+                    progress.update(n)
     rows = [{**it.row, "uri": str(uri_base / it.path)} for it in items]
     (root / "synthetic.json").write_text(json.dumps(
         {"generator_version": GENERATOR_VERSION, "config": cfg.model_dump(mode="json"),

@@ -15,17 +15,17 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..progress import Progress
 from .decode import REASONS, DecodeError, probe_video
 from .manifest import _filesystem, read_manifest
 
@@ -130,24 +130,6 @@ def pool_map(
             suspects.extend(inflight.values())  # in flight when the pool broke: not yet known
 
 
-class _Progress:
-    """A throttled one-line progress report on stderr (long manifests only)."""
-
-    def __init__(self, total: int, enabled: bool, stream: TextIO = sys.stderr, every_s: float = 1.0):
-        self.total, self.enabled, self.stream, self.every_s = total, enabled, stream, every_s
-        self.start = self.last = time.monotonic()
-
-    def update(self, done: int, rejected: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not final and now - self.last < self.every_s):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        self.stream.write(f"\rvalidate: {done}/{self.total} rows, {rejected} rejected, {rate:.1f} rows/s")
-        self.stream.write("\n" if final else "")
-        self.stream.flush()
-
-
 def write_rejects(path: str, rejects: list[dict[str, Any]]) -> None:
     """Rejects as Parquet (path ends with .parquet) or JSON lines; local or remote path."""
     rows = [{c: r.get(c) for c in REJECT_COLUMNS} for r in rejects]
@@ -203,7 +185,7 @@ def validate_manifest(
     items = [(i, u, strict, counts[i]) for i, u in enumerate(uris)]
     report = ValidationReport(manifest=str(manifest_path), total=len(items))
     reasons: Counter[str] = Counter()
-    bar = _Progress(len(items), len(items) >= 200 if progress is None else progress)
+    bar = Progress(len(items), "validate", unit="row", enabled=len(items) >= 200 if progress is None else progress)
     done = 0
 
     def record(item: Any, result: dict[str, Any]) -> None:
@@ -217,7 +199,7 @@ def validate_manifest(
             if result["warnings"]:
                 report.warned += 1
                 report.warnings.append({"row": result["row"], "uri": result["uri"], "warnings": result["warnings"]})
-        bar.update(done, sum(reasons.values()))
+        bar.update(1, rejected=sum(reasons.values()))
 
     def crashed(item: Any) -> None:
         record(item, {"row": item[0], "uri": item[1], "reason": "corrupt", "detail": CRASH_DETAIL, "warnings": []})
@@ -228,7 +210,7 @@ def validate_manifest(
             record(item, probe_row(item))
     else:
         pool_map(probe_row, items, workers, record, crashed, kind=executor)
-    bar.update(done, sum(reasons.values()), final=True)
+    bar.close()
 
     report.rejects.sort(key=lambda r: r["row"])
     report.warnings.sort(key=lambda r: r["row"])

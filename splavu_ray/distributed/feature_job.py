@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from ..data.feature_store import PROTOCOL_VERSION, REJECTS, FeatureStore, defaul
 from ..data.manifest import read_manifest
 from ..models.backbone import build_backbone, describe
 from ..models.embedder import Embedder
+from ..progress import Progress
 from .session import connect
 
 
@@ -102,17 +102,17 @@ def _run_pipeline(cfg: Config, store: FeatureStore, rows: list[dict], todo: list
         num_gpus=gpu, num_cpus=1 if not gpu else threads,
     )
     results: dict[int, dict[int, dict]] = {s: {} for s in todo}
-    t0, n, bad = time.time(), 0, 0
+    bad = 0
     rejects = None
     if "://" not in store.root:
         os.makedirs(os.path.join(os.path.expanduser(store.root), "shards"), exist_ok=True)
         rejects = open(_rejects_path(store.root), "a")
+    bar = Progress(len(items), "features", unit="row", enabled=progress)
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for res in batch.to_pylist():
                 s, i = divmod(res["key"], 1_000_000)
                 results[s][i] = res
-                n += 1
                 if not res["ok"]:
                     bad += 1
                     row = rows[s * shard_size + i]
@@ -122,10 +122,9 @@ def _run_pipeline(cfg: Config, store: FeatureStore, rows: list[dict], todo: list
                     print(f"[features] rejected {row['uri']}: {res['reason']} {res['detail'] or ''}", file=sys.stderr)
                 if len(results[s]) == expected[s]:
                     _write_shard(store, s, rows[s * shard_size:(s + 1) * shard_size], results.pop(s))
-            if progress:
-                rate = n / max(time.time() - t0, 1e-9)
-                print(f"[features] {n}/{len(items)} rows ({rate:.1f}/s), {bad} rejected", file=sys.stderr, flush=True)
+            bar.update(batch.num_rows, rejected=bad)
     finally:
+        bar.close()
         if rejects:
             rejects.close()
 

@@ -18,12 +18,14 @@ from ..data.sources import resolve_manifests
 from ..evaluation.suite import EvalPlan, evaluate_run, plan_evaluation, report_table, write_outputs
 from ..evaluation.task import EvalInputError
 from ..models.adapter import AnonymizingAdapter, load_adapter
+from ..progress import time_summary
 from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER, RunFolder
+from ..tracking import MlflowTracker, run_artifacts
 from ..training.preflight import check_resume
 from .deepspeed_config import deepspeed_config
 from .feature_job import ensure_features, ensure_stores
 from .session import connect
-from .torch_trainer import export_from_result, fit
+from .torch_trainer import export_from_result, fit, last_tracking_run
 
 
 @dataclass
@@ -34,10 +36,12 @@ class TrainedAdapter:
 
 
 def fit_and_export(cfg: Config, folder: RunFolder, feature_store: str | None,
-                   manifest_path: str | None = None) -> TrainedAdapter:
-    """Train with Ray Train (or resume the same run_name), copy the adapters into the folder, load the kept one."""
+                   manifest_path: str | None = None, tracking_run_id: str | None = None) -> TrainedAdapter:
+    """Train with Ray Train (or resume the same run_name), copy the adapters into the folder, load the kept one.
+    ``tracking_run_id``: the MLflow run the workers log each epoch to."""
     d = cfg.data
-    result = fit(cfg, feature_store, [d.train_split], [d.val_split], manifest_path=manifest_path)
+    result = fit(cfg, feature_store, [d.train_split], [d.val_split], manifest_path=manifest_path,
+                 tracking_run_id=tracking_run_id)
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
     exported = export_from_result(result, folder)
@@ -47,15 +51,45 @@ def fit_and_export(cfg: Config, folder: RunFolder, feature_store: str | None,
 
 def train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: dict[str, FeatureStore],
                        feature_store: str | None, manifest_path: str | None = None,
-                       started: float | None = None, phases: dict[str, float] | None = None) -> dict:
+                       started: float | None = None, phases: dict[str, float] | None = None,
+                       tracking_parent: str | None = None, tracker: MlflowTracker | None = None) -> dict:
     """fit -> export -> evaluate the planned tasks -> results.json, results.md and plots in ``folder``.
 
     ``started``/``phases``: when the caller's run began and what it spent before (e.g. on features), so
-    results.json's wall time and phases cover the whole run."""
+    results.json's wall time and phases cover the whole run.
+
+    With ``tracking.mlflow_uri`` set the run is an MLflow run (splavu_ray.tracking, docs/tracking.md), opened
+    before training (the server checked first; ``tracker``: one the caller opened already) as a child of
+    ``tracking_parent`` (a sweep's run) or, on a resume, the run the checkpoint names; the workers log each
+    epoch to it, then it gets results.json's numbers and the run folder's files and ends FINISHED (FAILED
+    when training or evaluation raises)."""
+    tracker = tracker or MlflowTracker.of(cfg)
+    if tracker is None:
+        return _train_and_evaluate(cfg, folder, plan, stores, feature_store, manifest_path, started, phases)
+    run_id = tracker.start_run(cfg.run_name, cfg.to_dict(), parent=tracking_parent,
+                               resume=last_tracking_run(RunFolder.of(cfg).checkpoints, cfg.run_name),
+                               tags={"output_dir": str(folder.root)})
+    print(f"[splavu] MLflow run {run_id} (experiment {tracker.experiment_id}) at {tracker.uri}", flush=True)
+    try:
+        results = _train_and_evaluate(cfg, folder, plan, stores, feature_store, manifest_path, started, phases,
+                                      tracking_run_id=run_id)
+    except BaseException as exc:
+        try:
+            tracker.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        except Exception:  # noqa: BLE001 - the run's own error is the one to see
+            pass
+        raise
+    tracker.finish(run_id, results, run_artifacts(folder))
+    return results
+
+
+def _train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: dict[str, FeatureStore],
+                        feature_store: str | None, manifest_path: str | None = None, started: float | None = None,
+                        phases: dict[str, float] | None = None, tracking_run_id: str | None = None) -> dict:
     t0 = time.time()
     folder.make()
     cfg.save(folder.config)
-    trained = fit_and_export(cfg, folder, feature_store, manifest_path)
+    trained = fit_and_export(cfg, folder, feature_store, manifest_path, tracking_run_id)
     state = trained.state
     print(f"[splavu] adapter exported to {trained.path} (best epoch {state['best_epoch']}, "
           f"val top-1 {state['best_val_top1']:.2f})", flush=True)
@@ -70,7 +104,9 @@ def train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: d
                       # where the wall time went: Ray Train (start-up included) and evaluation, after the caller's
                       "phases_s": {**(phases or {}), "training": round(t_trained - t0, 1),
                                    "evaluation": round(time.time() - t_trained, 1)}}
-    write_outputs(results, folder, cfg.eval.plots)
+    if tracking_run_id:
+        results["run"]["mlflow_run_id"] = tracking_run_id
+    write_outputs(results, folder, cfg.eval.plots, history=state["history"])
     return results
 
 
@@ -79,6 +115,7 @@ def run(cfg: Config) -> dict:
     t_start = time.time()
     folder = RunFolder.of(cfg)
     check_resume(cfg)
+    tracker = MlflowTracker.of(cfg)  # tracking on: the server answers before any work (None when off)
     folder.make().deepspeed_config.write_text(json.dumps(deepspeed_config(cfg, cfg.scaling.num_workers), indent=2))
     connect(cfg)
 
@@ -94,6 +131,7 @@ def run(cfg: Config) -> dict:
     print(f"[splavu] features ready in {t_features - t_start:.0f}s: {store.root}", flush=True)
 
     results = train_and_evaluate(cfg, folder, plan, stores, store.root, manifests["main"], started=t_start,
-                                 phases={"features": round(t_features - t_start, 1)})
-    print("\n" + report_table(results) + f"\n\nresults: {folder.results_json}", flush=True)
+                                 phases={"features": round(t_features - t_start, 1)}, tracker=tracker)
+    print("\n" + report_table(results) + f"\n\nresults: {folder.results_json}\nreport: {folder.report}", flush=True)
+    print(time_summary(results["run"]["phases_s"], results.get("timing_s"), results["run"]["wall_time_s"]), flush=True)
     return results

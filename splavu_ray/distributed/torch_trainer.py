@@ -55,6 +55,21 @@ def resume_epoch(storage: str, run_name: str) -> int:
         return 0
 
 
+def last_tracking_run(storage: str, run_name: str) -> str | None:
+    """The MLflow run the checkpoint Ray Train resumes ``run_name`` from logged its epochs to (the worker keeps
+    it in trainer_state.json), so that a resume after a driver restart continues that run; None without one."""
+    import ray.train
+
+    try:
+        checkpoint = ray.train.Result.from_path(f"{storage.rstrip('/')}/{run_name}").checkpoint
+        if checkpoint is None:
+            return None
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{TRAINER_STATE}") as f:
+            return json.loads(f.read()).get("tracking_run_id")
+    except Exception:  # noqa: BLE001 - no run folder or snapshot yet (a fresh run), or an unreadable state
+        return None
+
+
 class TrainStream:
     """The online train dataset as a function, ``TorchTrainer(datasets={"train": TrainStream(...)})``.
 
@@ -125,8 +140,10 @@ def _report_rejects(cfg: Config) -> None:
 
 
 def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_splits: list[str],
-        manifest_path: str | None = None):
-    """Run (or resume: same run_name and storage) the TorchTrainer; returns the ray.train.Result."""
+        manifest_path: str | None = None, tracking_run_id: str | None = None):
+    """Run (or resume: same run_name and storage) the TorchTrainer; returns the ray.train.Result.
+
+    ``tracking_run_id``: the MLflow run rank 0 logs each epoch to (splavu_ray.tracking; None = none)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -138,6 +155,9 @@ def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_spl
     storage = RunFolder.of(cfg).checkpoints
     loop_config = {"config": cfg.to_dict(), "feature_store": feature_store,
                    "train_splits": train_splits, "val_splits": val_splits}
+    if tracking_run_id or cfg.tracking.tensorboard:  # the folder resolved here: workers run elsewhere
+        loop_config.update(tracking_run_id=tracking_run_id, tensorboard_dir=str(RunFolder.of(cfg).tensorboard)
+                           if cfg.tracking.tensorboard else None)
     datasets, dataset_config = None, None
     if cfg.train.mode == "online":
         if not manifest_path:

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any
 
+import optuna
 import yaml
 
 from ..config import Config
 from ..data.feature_store import FeatureStore
 from ..data.sources import resolve_manifests
 from ..evaluation.suite import EvalPlan
+from ..progress import Progress, time_summary
 from ..run_folder import RunFolder
-from ..search.frontier import format_summary, write_outputs
+from ..search.frontier import format_summary, load_records, write_outputs
 from ..search.spec import (
     EVALUATED_SECTIONS,
-    RECORD_KEY,
     ObjectivesSpec,
     ParamSpec,
     SamplerSpec,
@@ -37,6 +39,7 @@ from ..search.spec import (
     objective_values,
     trial_config,
 )
+from ..tracking import SWEEP_ARTIFACTS, MlflowTracker
 from ..training.preflight import check_inputs
 from .feature_job import ensure_features
 from .run import train_and_evaluate
@@ -71,27 +74,19 @@ def run_trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     store = FeatureStore.open(ctx["store"])
     stores = {ctx["store"]: store,
               ctx["privacy_store"]: store if ctx["privacy_store"] == ctx["store"] else FeatureStore.open(ctx["privacy_store"])}
-    results = train_and_evaluate(cfg, folder, plan, stores, ctx["store"], ctx["manifest"])
+    results = train_and_evaluate(cfg, folder, plan, stores, ctx["store"], ctx["manifest"],
+                                 tracking_parent=ctx.get("mlflow_parent"))
     obj = objective_values(results, ObjectivesSpec.model_validate(ctx["objectives"]))
-    record = {"tune_trial_id": trial_id, "trial_dir": str(folder.root), "privacy_metric": obj["privacy_metric"],
-              "raw": obj["raw"], "best_epoch": results["run"]["best_epoch"], "train_eval_s": round(time.time() - t0, 1)}
-    ray.tune.report({**obj["values"], RECORD_KEY: json.dumps(record)})
-
-
-def _searcher_class():
-    from ray.tune.search.optuna import OptunaSearch
-
-    class RecordingOptunaSearch(OptunaSearch):
-        """Stores each trial's record (trial folder, privacy metric used, raw point) in the Optuna
-        study next to its values, so the durable study alone rebuilds every output on resume."""
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-            ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is not None and result and RECORD_KEY in result:
-                ot_trial.set_user_attr("record", json.loads(result[RECORD_KEY]))
-            super().on_trial_complete(trial_id, result=result, error=error)
-
-    return RecordingOptunaSearch
+    if results["run"].get("mlflow_run_id"):  # the trial's MLflow run (a child of the sweep's): its objectives
+        MlflowTracker(cfg.tracking.mlflow_uri).finish(
+            results["run"]["mlflow_run_id"], {"objective": obj["values"]}, [], end=False)
+    # The record lives in the trial's folder, matched to its Optuna trial by the parameters: Tune's Optuna
+    # searcher offers no public way to add attributes to the Optuna trial it created.
+    record = {"params": params, "tune_trial_id": trial_id, "trial_dir": str(folder.root),
+              "privacy_metric": obj["privacy_metric"], "raw": obj["raw"], "best_epoch": results["run"]["best_epoch"],
+              "train_eval_s": round(time.time() - t0, 1), "finished": time.time()}
+    folder.trial_record.write_text(json.dumps(record, indent=1))
+    ray.tune.report(obj["values"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,13 +94,35 @@ def _searcher_class():
 # ------------------------------------------------------------------------------------------------
 
 
-def make_sampler(spec: SamplerSpec, seed: int):
-    import optuna
+_LOCK_TYPE = type(threading.Lock())
+_LOCK_MARK = "<splavu_ray: a threading.Lock, made anew when unpickled>"
 
-    if spec.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=seed)
-    if spec.name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(population_size=spec.population_size, seed=seed)
+
+class _PicklableLocks:
+    """Tune pickles the search algorithm, and with it the sampler, when it builds the experiment; Optuna
+    5.1's genetic samplers (NSGA-II/III) hold a threading.Lock, which cannot be pickled. Locks are left out
+    on pickling and made anew on unpickling (tests/distributed/test_tune.py pins it)."""
+
+    def __getstate__(self):
+        return {k: _LOCK_MARK if isinstance(v, _LOCK_TYPE) else v for k, v in self.__dict__.items()}
+
+    def __setstate__(self, state):
+        self.__dict__.update({k: threading.Lock() if v == _LOCK_MARK else v for k, v in state.items()})
+
+
+# Module-level classes: Tune's controller checkpoints the searcher with plain pickle, which finds classes by name.
+class NSGAIISampler(_PicklableLocks, optuna.samplers.NSGAIISampler):
+    pass
+
+
+class NSGAIIISampler(_PicklableLocks, optuna.samplers.NSGAIIISampler):
+    pass
+
+
+def make_sampler(spec: SamplerSpec, seed: int):
+    if spec.name in ("nsga2", "nsga3"):
+        sampler_cls = NSGAIISampler if spec.name == "nsga2" else NSGAIIISampler
+        return sampler_cls(population_size=spec.population_size, seed=seed)
     if spec.name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -151,6 +168,19 @@ def concurrency(spec: SweepSpec, base: Config, resources: dict[str, float]) -> i
     return min(n, spec.resources.max_concurrent or n)
 
 
+def _sweep_run(spec: SweepSpec, base_cfg: Config, study) -> tuple[MlflowTracker | None, str | None]:
+    """With ``base.tracking.mlflow_uri`` set: the sweep's MLflow run (params: the sweep file), the parent of
+    every trial's run. Its id is kept in the study, so running the sweep again continues the same run."""
+    tracker = MlflowTracker.of(base_cfg)
+    if tracker is None:
+        return None, None
+    parent = tracker.start_run(spec.name, spec.model_dump(mode="json"), resume=study.user_attrs.get("mlflow_run_id"),
+                               tags={"splavu_ray.kind": "sweep", "output_dir": str(spec.output_path)})
+    study.set_user_attr("mlflow_run_id", parent)
+    print(f"[sweep] MLflow run {parent} (experiment {tracker.experiment_id}) at {tracker.uri}", flush=True)
+    return tracker, parent
+
+
 def prepare_data(spec: SweepSpec, cfg: Config) -> dict[str, Any]:
     """The feature stores every trial reads (extracted once here) and the manifest (online mode)."""
     if spec.feature_store:
@@ -168,11 +198,43 @@ def prepare_data(spec: SweepSpec, cfg: Config) -> dict[str, Any]:
     return {"store": store.root, "privacy_store": pstore.root, "manifest": manifests["main"]}
 
 
+def _TrialProgress(total: int):
+    """A Tune callback: one progress line with an ETA per finished (or failed) trial. Tune pickles its
+    callbacks with the experiment, so the bar (which holds a lock) is made at the first event."""
+    import ray.tune
+
+    class TrialProgress(ray.tune.Callback):
+        def __init__(self):
+            self.bar, self.failed = None, 0
+
+        def __getstate__(self):
+            return {**self.__dict__, "bar": None}
+
+        def _tick(self):
+            if self.bar is None:
+                self.bar = Progress(total, "sweep", unit="trial", min_interval=0)
+            self.bar.update(1, failed=self.failed)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._tick()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.failed += 1
+            self._tick()
+
+        def on_experiment_end(self, trials, **info):
+            if self.bar is not None:
+                self.bar.close()
+
+    return TrialProgress()
+
+
 def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     import optuna
     import ray
     import ray.tune
     from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
 
     t0 = time.time()
     base_cfg = Config.model_validate(base)
@@ -182,6 +244,7 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     folder.sweep_file("sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     folder.sweep_file("base_config.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     study, storage = open_study(spec, fingerprint(spec))
+    tracker, parent = _sweep_run(spec, base_cfg, study)  # tracking on: the server answers before any work
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = spec.n_trials - done
     print(f"[sweep] study {spec.name!r} ({spec.storage_url}): {done} finished trial(s), {max(remaining, 0)} to run",
@@ -193,10 +256,11 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
         # Seeded by (seed, trials so far): a resumed sweep is reproducible and does not replay the
         # random first generation of the interrupted one.
         sampler = make_sampler(spec.sampler, spec.sampler.seed + len(study.trials))
-        searcher = _searcher_class()(
+        searcher = OptunaSearch(
             {k: optuna_distribution(p) for k, p in spec.space.items()}, metric=spec.metric_names, mode=spec.directions,
             sampler=sampler, study_name=spec.name, storage=storage)
-        ctx = {"output_dir": str(out), "base": base, "objectives": spec.objectives.model_dump(), **data}
+        ctx = {"output_dir": str(out), "base": base, "objectives": spec.objectives.model_dump(), **data,
+               "mlflow_parent": parent}
         attempt = 1 + len(list(folder.tune.glob("attempt-*"))) if folder.tune.is_dir() else 1
         trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": spec.resources.trial_cpus})
@@ -208,7 +272,8 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
             trainable,
             tune_config=ray.tune.TuneConfig(search_alg=searcher, num_samples=remaining,
                                             max_concurrent_trials=n_parallel, reuse_actors=False),
-            run_config=ray.tune.RunConfig(name=f"attempt-{attempt:03d}", storage_path=str(folder.tune), verbose=1),
+            run_config=ray.tune.RunConfig(name=f"attempt-{attempt:03d}", storage_path=str(folder.tune), verbose=1,
+                                          callbacks=[_TrialProgress(remaining)]),
         )
         grid = tuner.fit()
         for res in grid:
@@ -219,4 +284,9 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     summary["wall_time_s"] = round(time.time() - t0, 1)
     folder.sweep_file("summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary, out), flush=True)
+    if tracker is not None:
+        tracker.finish(parent, summary, [folder.sweep_file(name) for name in SWEEP_ARTIFACTS])
+    trial_s = [r["train_eval_s"] for r in load_records(folder)]
+    print(time_summary({"sweep": summary["wall_time_s"]}, {"trials": sum(trial_s), "mean per trial":
+                                                            sum(trial_s) / max(1, len(trial_s))}), flush=True)
     return summary

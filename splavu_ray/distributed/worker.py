@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ import torch
 
 from ..config import Config
 from ..models.adapter import adapter_from_config, save_adapter
+from ..progress import eta
 from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER
 from ..training.batches import CachedSource
 from ..training.loop import epoch_line, new_state, run_epoch, steps_per_epoch, total_epochs
 from ..training.model import build_model
 from ..training.schedule import build_optimizer
 from ..training.steps import Objective
+from ..tracking import EpochLogger
 from .deepspeed_config import deepspeed_config, use_bf16
 from .online_source import OnlineSource, say
 
@@ -124,10 +127,23 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             say(f"[splavu] resumed from epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f})")
 
+    # MLflow: the driver opened the run (tracking.mlflow_uri) and passes its id; rank 0 logs each epoch to it
+    # with MLflow's client. Not Ray's setup_mlflow: it always creates a NEW run (no run id to attach to), so
+    # the epochs would land apart from the driver's results and artifacts, and each worker restart would
+    # open yet another run. The checkpoint keeps the id: a resume after a driver restart continues that run
+    # (the driver reads it back, torch_trainer.last_tracking_run).
+    tracking_run_id = loop_config.get("tracking_run_id")
+    if tracking_run_id:
+        state["tracking_run_id"] = tracking_run_id
+    epoch_log = EpochLogger(cfg.tracking.mlflow_uri, tracking_run_id, loop_config.get("tensorboard_dir")) \
+        if rank == 0 and (tracking_run_id or loop_config.get("tensorboard_dir")) else None
     stepper, obj = DeepSpeedStepper(engine, scheduler), Objective.from_config(cfg)
     meta = {**source.meta, "run_name": cfg.run_name}
+    first, t_loop = state["epoch"], time.monotonic()
     for epoch in range(state["epoch"], epochs):
         metrics, improved = run_epoch(engine, stepper, source, epoch, cfg, obj, state, rank, world, device, dtype)
+        if epoch_log is not None:
+            epoch_log.log(metrics, epoch + 1)
         adapter_state = _adapter_state(engine, cfg.deepspeed.zero_stage)  # collective: every rank, every epoch
         if improved:
             best_state = adapter_state
@@ -144,4 +160,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         else:
             ray.train.report(metrics)
         if rank == 0:
-            say(epoch_line(metrics, epochs))
+            say(epoch_line(metrics, epochs, eta(epoch + 1 - first, epochs - first, time.monotonic() - t_loop)))
+    if epoch_log is not None:
+        epoch_log.close()

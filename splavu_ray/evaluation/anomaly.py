@@ -16,6 +16,7 @@ from ..metrics.anomaly import frame_auc
 from ..models.adapter import AnonymizingAdapter
 from ..models.heads import AnomalyHead
 from ..objectives.anomaly import anomaly_loss
+from ..progress import Progress
 from .report import TableColumn
 from .task import EvalInputError, EvalTask, sequence_views, split_rows, standardize
 
@@ -29,6 +30,7 @@ def train_anomaly_head(videos: list[AnomalyVideo], feats: list[np.ndarray], cfg,
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.05)
     steps_per_epoch = max(1, len(videos) // batch_size)
     head.train()
+    bar = Progress(cfg.epochs, "anomaly head", unit="epoch", delay=5.0)  # shown only when training is slow
     for _ in range(cfg.epochs):
         for _ in range(steps_per_epoch):
             idx = balanced_batch(labels, batch_size, rng)
@@ -39,6 +41,8 @@ def train_anomaly_head(videos: list[AnomalyVideo], feats: list[np.ndarray], cfg,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
+        bar.update(1)
+    bar.close()
     return head.eval()
 
 

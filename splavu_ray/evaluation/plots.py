@@ -23,6 +23,12 @@ def _pyplot():
 def privacy_utility(results: dict, path: str | Path, columns: list[TableColumn]) -> Path | None:
     """One panel per utility/fairness task: x = worst-case privacy cMAP, y = the task's metric,
     an arrow from raw to anonymized. None when there is no privacy number or no task."""
+    fig = privacy_utility_figure(results, columns)
+    return None if fig is None else _save(fig, _pyplot(), path)
+
+
+def privacy_utility_figure(results: dict, columns: list[TableColumn]):
+    """:func:`privacy_utility`'s figure, not saved (the caller closes it); None as there."""
     cols = present_columns(results, columns)
     priv = next((c for c in cols if c.kind == "privacy"), None)
     tasks = [c for c in cols if c.kind != "privacy"]
@@ -48,7 +54,7 @@ def privacy_utility(results: dict, path: str | Path, columns: list[TableColumn])
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=8)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return fig
 
 
 def _pad(ax, xs, ys) -> None:
@@ -61,6 +67,12 @@ def _pad(ax, xs, ys) -> None:
 def per_attribute_ap(results: dict, path: str | Path) -> Path | None:
     """Grouped bars: worst-case AP per private attribute, raw vs anonymized, with each attribute's
     chance level (its prevalence) as a tick."""
+    fig = per_attribute_figure(results)
+    return None if fig is None else _save(fig, _pyplot(), path)
+
+
+def per_attribute_figure(results: dict):
+    """:func:`per_attribute_ap`'s figure, not saved (the caller closes it); None as there."""
     per = (results.get("privacy") or {}).get("per_attribute") or {}
     names = [n for n, v in per.items() if "raw" in v and "anonymized" in v]
     if not names:
@@ -83,7 +95,7 @@ def per_attribute_ap(results: dict, path: str | Path) -> Path | None:
     ax.legend(fontsize=8, ncols=3, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return fig
 
 
 def _save(fig, plt, path) -> Path:

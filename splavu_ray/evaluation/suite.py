@@ -27,13 +27,16 @@ from ..config import Config
 from ..data.feature_store import FeatureSplit, FeatureStore
 from ..models.adapter import AnonymizingAdapter
 from ..models.backbone import BackboneError, resolve_source, tiny_videomae_config, tiny_vjepa2_config
+from ..progress import Progress
 from ..run_folder import RunFolder
 from .action import ActionTask, action_section
 from .anomaly import AnomalyTask
 from .bias import BiasTask, bias_section
 from .privacy import PrivacyTask, privacy_section
 from .reid import ReidTask, reid_section
+from .plots import write_all
 from .report import TableColumn, markdown_table
+from .run_report import write_run_report
 from .tad import TADTask
 from .task import EvalInputError, EvalTask, check_split_width, check_width, cpu_threads
 
@@ -130,11 +133,12 @@ def _timed(out: dict, name: str, fn, *args) -> None:
 def evaluate_run(cfg: Config, adapter: AnonymizingAdapter, plan: EvalPlan, stores: dict[str, FeatureStore]) -> dict:
     """Run the planned tasks, each on its feature store (``stores``: the plan's manifest path -> store)."""
     out: dict = {"timing_s": {}}
-    with cpu_threads(cfg.eval.cpu_threads):
+    with cpu_threads(cfg.eval.cpu_threads), Progress(len(plan.tasks), "evaluation", unit="task") as bar:
         for name in plan.tasks:
             store = stores[plan.manifests[name]]
             check_width(adapter, int(store.meta["dim"]), f"feature store {store.root}")
             _timed(out, name, TASKS[name].run, cfg, adapter, store)
+            bar.update(1, done=name)
     out["sizes"] = {f"{task}_{part}": out[task]["sizes"][part] for task in ("privacy", "action") if task in out
                     for part in ("train", "test")}
     if plan.skipped:
@@ -174,14 +178,14 @@ def evaluate_features(cfg: Config, adapter: AnonymizingAdapter, privacy_train: F
 # ------------------------------------------------------------------------------------------------
 
 
-def write_outputs(results: dict, folder: RunFolder, plots: bool = True) -> dict[str, Path]:
-    """results.json, results.md (the table) and, with ``plots``, the PNG figures."""
+def write_outputs(results: dict, folder: RunFolder, plots: bool = True, history: list[dict] | None = None) -> dict[str, Path]:
+    """results.json, results.md (the table) and, with ``plots``, the PNG figures and report.html (with the
+    training curves of ``history``, the loop's per-epoch metrics, when the run trained)."""
     folder.make()
     paths = {"json": folder.results_json, "table": folder.results_table}
     paths["json"].write_text(json.dumps(results, indent=2))
     paths["table"].write_text(report_table(results) + "\n")
     if plots:
-        from .plots import write_all
-
         paths.update({p.stem: p for p in write_all(results, folder.root, table_columns())})
+        paths["report"] = write_run_report(results, history or [], folder.report, table_columns())
     return paths

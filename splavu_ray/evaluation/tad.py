@@ -18,6 +18,7 @@ from ..metrics.detection import mean_average_precision, segment_iou
 from ..models.adapter import AnonymizingAdapter
 from ..models.heads import TADHead, TADOutput
 from ..objectives.detection import tad_loss
+from ..progress import Progress
 from .report import TableColumn
 from .task import EvalInputError, EvalTask, sequence_views, split_rows, standardize
 
@@ -81,6 +82,7 @@ def train_detector(videos: list[DetectionVideo], feats: list[np.ndarray], num_cl
     steps = cfg.epochs * -(-len(videos) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     head.train()
+    bar = Progress(cfg.epochs, "TAD detector", unit="epoch", delay=5.0)  # shown only when training is slow
     for _ in range(cfg.epochs):
         order = rng.permutation(len(videos))
         for i in range(0, len(order), batch_size):
@@ -92,6 +94,8 @@ def train_detector(videos: list[DetectionVideo], feats: list[np.ndarray], num_cl
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             sched.step()
+        bar.update(1)
+    bar.close()
     return head.eval()
 
 

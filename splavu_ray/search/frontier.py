@@ -7,6 +7,7 @@ talking to Optuna itself: any object with Optuna's trial attributes will do.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -17,14 +18,35 @@ import numpy as np
 from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER, RunFolder
 from . import pareto
 from .spec import PRIVACY_KEY, SweepSpec
+from .sweep_report import write_sweep_report
 
 
-def trial_rows(spec: SweepSpec, study) -> list[dict[str, Any]]:
-    """One row per trial of the study (every state), objectives under their metric names."""
+def load_records(folder: RunFolder) -> list[dict[str, Any]]:
+    """Every trial record the sweep folder holds (each trial writes one: params, folder, raw point)."""
+    records = []
+    for path in folder.trial_records():
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            print(f"[sweep] unreadable trial record {path}: {exc}", file=sys.stderr)
+    return sorted(records, key=lambda r: r.get("finished", 0))
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def trial_rows(spec: SweepSpec, study, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per trial of the study (every state), objectives under their metric names; each completed
+    trial's record (``records``, from :func:`load_records`) is matched by its parameters."""
     rows = []
     names = spec.metric_names
+    by_params: dict[str, list[dict[str, Any]]] = {}
+    for rec in records or []:
+        by_params.setdefault(_key(rec.get("params", {})), []).append(rec)
     for t in study.trials:
-        rec = t.user_attrs.get("record", {})
+        same = by_params.get(_key(t.params)) if t.state.name == "COMPLETE" else None
+        rec = same.pop(0) if same else {}
         row = {"number": t.number, "state": t.state.name,
                **{n: (t.values[i] if t.values else None) for i, n in enumerate(names)},
                "privacy_metric": rec.get("privacy_metric"),
@@ -58,7 +80,7 @@ def raw_point(rows: list[dict[str, Any]], names: list[str]) -> list[float] | Non
 def write_outputs(spec: SweepSpec, study, folder: RunFolder) -> dict[str, Any]:
     """Every file of a sweep from its study; returns summary.json's content (without the wall time)."""
     names, directions = spec.metric_names, spec.directions
-    rows = trial_rows(spec, study)
+    rows = trial_rows(spec, study, load_records(folder))
     done = [r for r in rows if r["state"] == "COMPLETE"]
     values = np.array([[r[n] for n in names] for r in done], dtype=float).reshape(len(done), len(names))
     mask = pareto.pareto_mask(values, directions) if len(done) else np.zeros(0, bool)
@@ -79,7 +101,7 @@ def write_outputs(spec: SweepSpec, study, folder: RunFolder) -> dict[str, Any]:
     for r in done:
         used[r["privacy_metric"]] = used.get(r["privacy_metric"], 0) + 1
     plot_front(folder.sweep_file("pareto.png"), spec, values, mask, raw, spec.name)
-    return {
+    summary = {
         "study": spec.name, "storage": spec.storage_url, "sampler": spec.sampler.model_dump(),
         "n_trials": len(done), "n_failed": sum(r["state"] == "FAIL" for r in rows), "n_pareto": len(front),
         "objectives": [{"name": n, "direction": d} for n, d in zip(names, directions)],
@@ -96,6 +118,8 @@ def write_outputs(spec: SweepSpec, study, folder: RunFolder) -> dict[str, Any]:
                            **{k: r[f"param:{k}"] for k in spec.space}, "adapter": exported.get(r["number"])}
                           for r in front],
     }
+    write_sweep_report(summary, rows, names, directions, folder.report)
+    return summary
 
 
 def export_frontier(front: list[dict[str, Any]], folder: RunFolder) -> dict[int, str]:

@@ -257,9 +257,10 @@ def check_space(space: dict[str, ParamSpec], base: dict[str, Any]) -> None:
 
 def fingerprint(spec: SweepSpec) -> str:
     """What makes a study the same sweep: space, objectives and the base config as written (not the
-    schema's defaults, which a package upgrade may extend; not n_trials or the sampler)."""
+    schema's defaults, which a package upgrade may extend; not n_trials, the sampler, or where it is tracked)."""
+    base = {k: v for k, v in spec._base_given.items() if k != "tracking"}
     ident = {"space": {k: v.model_dump() for k, v in sorted(spec.space.items())},
-             "objectives": spec.objectives.model_dump(), "base": spec._base_given}
+             "objectives": spec.objectives.model_dump(), "base": base}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -157,8 +157,8 @@ def run_epoch(model, stepper: Stepper, source: Source, epoch: int, cfg: Config, 
     return metrics, improved
 
 
-def epoch_line(m: dict[str, Any], total: int) -> str:
-    """The one console line of an epoch."""
+def epoch_line(m: dict[str, Any], total: int, eta: str | None = None) -> str:
+    """The one console line of an epoch (with the time left when ``eta`` is given)."""
     parts = [f"epoch {m['epoch']:>3}/{total} [{m['phase']}]"]
     for key, fmt in (("train_loss", "loss {:.4f}"), ("train_l_lc", "L_LC {:.4f}"), ("train_l_t", "L_T {:.3f}"),
                      ("train_l_tad", "L_TAD {:.3f}"), ("train_l_ad", "L_AD {:.3f}"),
@@ -166,4 +166,6 @@ def epoch_line(m: dict[str, Any], total: int) -> str:
                      ("val_twin_retrieval", "static twin {:.1f}%"), ("clips_per_s", "{:.0f} clips/s")):
         if key in m:
             parts.append(fmt.format(m[key]))
+    if eta is not None:
+        parts.append(f"ETA {eta}")
     return "[splavu] " + " | ".join(parts)

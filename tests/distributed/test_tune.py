@@ -120,16 +120,17 @@ def test_outputs_from_a_study(tmp_path):
     dists = {k: optuna_distribution(p) for k, p in spec.space.items()}
     #          cMAP  top-1   (the third is dominated by the first)
     points = [(40.0, 70.0), (50.0, 80.0), (45.0, 60.0), (60.0, 90.0)]
+    folder = RunFolder(out)
     for i, (cmap, top1) in enumerate(points):
-        trial_dir = tmp_path / "trials" / f"t{i}"
-        save_adapter(adapter_from_config(8, AdapterConfig(layers=1, heads=2)), trial_dir / "best_adapter", {"i": i})
-        record = {"trial_dir": str(trial_dir), "privacy_metric": "privacy.cmap_worst_anonymized",
+        trial = folder.trial(f"t{i}")  # each trial's record sits in its folder, matched by its parameters
+        save_adapter(adapter_from_config(8, AdapterConfig(layers=1, heads=2)), trial.adapter(), {"i": i})
+        params = {"loss.w_b": 1.0 + i, "loss.w_lc": 10.0}
+        record = {"params": params, "trial_dir": str(trial.root), "privacy_metric": "privacy.cmap_worst_anonymized",
                   "raw": {PRIVACY_KEY: 80.0, "action.top1_anonymized": 95.0}}
-        study.add_trial(optuna.trial.create_trial(values=[cmap, top1], params={"loss.w_b": 1.0 + i, "loss.w_lc": 10.0},
-                                                  distributions=dists, user_attrs={"record": record}))
+        trial.trial_record.write_text(json.dumps(record))
+        study.add_trial(optuna.trial.create_trial(values=[cmap, top1], params=params, distributions=dists))
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={}, distributions={}))
-    out.mkdir(parents=True)
-    summary = write_outputs(spec, study, RunFolder(out))
+    summary = write_outputs(spec, study, folder)
 
     assert summary["n_trials"] == 4 and summary["n_failed"] == 1 and summary["n_pareto"] == 3
     # reference (cMAP 100, top-1 0): 70*60 + 10*50 + 10*40 = 5100; box 100 x 100
@@ -143,6 +144,7 @@ def test_outputs_from_a_study(tmp_path):
     front = list(csv.DictReader(open(out / "pareto.csv")))
     assert [int(r["number"]) for r in front] == [0, 1, 3]  # sorted by cMAP
     assert (out / "pareto.png").stat().st_size > 10_000
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 2  # front + objective histories
     assert sorted(p.name for p in (out / "pareto_adapters").iterdir()) == ["trial_0000", "trial_0001", "trial_0003"]
     assert load_adapter(out / "pareto_adapters" / "trial_0001").dim == 8
 
@@ -158,8 +160,9 @@ def test_sweep_interrupted_then_resumed_end_to_end(tmp_path):
     out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'out' / 'optuna.db'}"
 
     def complete():
-        try:
-            study = optuna.load_study(study_name="toy", storage=db)
+        try:  # never create the tables ourselves: that races the sweep's own create_study
+            study = optuna.load_study(study_name="toy",
+                                      storage=optuna.storages.RDBStorage(db, skip_table_creation=True))
         except Exception:  # not created yet
             return []
         return [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -196,3 +199,21 @@ def test_sweep_interrupted_then_resumed_end_to_end(tmp_path):
     for t in summary["pareto_trials"]:
         assert load_adapter(t["adapter"]).dim == 32
         assert json.loads((Path(t["adapter"]) / "results.json").read_text())["privacy"]
+
+
+def test_every_sampler_survives_tunes_pickling():
+    # Tune pickles the searcher (and its sampler) with the experiment, and its controller checkpoints it with
+    # plain pickle; Optuna 5.1's NSGA-II/III hold a lock.
+    import pickle
+
+    import ray.cloudpickle
+
+    from splavu_ray.distributed.tune import make_sampler
+    from splavu_ray.search.spec import SamplerSpec
+
+    for name in ("nsga2", "nsga3", "tpe", "random"):
+        made = make_sampler(SamplerSpec(name=name, population_size=2), 0)
+        sampler = pickle.loads(ray.cloudpickle.loads(ray.cloudpickle.dumps(pickle.dumps(made))))
+        study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=3)
+        assert len(study.trials) == 3, name

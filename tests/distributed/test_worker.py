@@ -57,15 +57,23 @@ def test_zero_stage_trains_and_checkpoints_roundtrip(ray_session, toy_store, tmp
     assert meta["epoch"] == out["state"]["best_epoch"] >= 3
     if stage == 0:
         assert out["state"]["best_epoch"] == 5 and out["state"]["best_val_top1"] == hist[-1]["val_top1"]
-        # One epoch loop: the one-process replay (plain AdamW, no Ray) trains the same run. Two ranks that
-        # average their gradients and gather L_B's negatives take the same steps as one process on the
-        # global batch, up to float rounding.
-        replay = train_in_process(cfg, toy_store).state["history"]
-        for ray_epoch, one_process in zip(hist, replay, strict=True):
-            for key in ("train_loss", "train_l_t", "val_nt_xent"):
-                assert ray_epoch[key] == pytest.approx(one_process[key], rel=1e-3, abs=1e-5), (key, ray_epoch["epoch"])
     # the Ray checkpoint holds every rank's DeepSpeed state
     with result.checkpoint.as_directory() as d:
         files = {p.name for p in __import__("pathlib").Path(d).rglob("*")}
     assert any("optim_states" in f or "model_states" in f for f in files)
+
+
+def test_the_ray_worker_and_the_one_process_replay_run_the_same_epoch_loop(ray_session, toy_store, tmp_path):
+    # One worker, ZeRO-0, fp32: DeepSpeed's engine and plain AdamW + clipping take the same steps on the same
+    # batches with the same static-pair draws, so the per-epoch record agrees up to float rounding.
+    cfg = toy_config(tmp_path, "same-loop", stage=0, epochs=2, head_epochs=1, extra=["scaling.num_workers=1"])
+    result = fit(cfg, toy_store.root, ["train"], ["val"])
+    assert result.error is None
+    ray_hist = export_from_result(result, RunFolder(tmp_path / "export"))["state"]["history"]
+    replay = train_in_process(cfg, toy_store).state["history"]
+    assert [h["phase"] for h in ray_hist] == [h["phase"] for h in replay] == ["heads", "joint", "joint"]
+    for ray_epoch, one_process in zip(ray_hist, replay, strict=True):
+        for key in ("train_loss", "train_l_t", "train_l_b", "val_top1", "val_nt_xent"):
+            if key in one_process:
+                assert ray_epoch[key] == pytest.approx(one_process[key], rel=1e-3, abs=1e-4), (key, ray_epoch["epoch"])
 

@@ -114,6 +114,8 @@ def test_cli_writes_results_table_and_figures(prepared, capsys):
     assert table.splitlines()[2].startswith("| raw |") and "relative change" in table and table in stdout + "\n"
     for png in ("privacy_utility.png", "per_attribute_ap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.html").read_text()  # the page to look at: the same table, its plots embedded
+    assert "privacy cMAP, worst attacker" in report and report.count("data:image/png;base64,") >= 2
 
 
 def test_bad_inputs_fail_before_any_work(prepared, capsys):
