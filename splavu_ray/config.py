@@ -265,7 +265,7 @@ class EvalConfig(_Section):
     reid: ReidEvalConfig = Field(default_factory=ReidEvalConfig)
     tad: TADTaskConfig = Field(default_factory=TADTaskConfig)
     anomaly: AnomalyTaskConfig = Field(default_factory=AnomalyTaskConfig)
-    plots: bool = Field(True, description="write PNG figures beside results.json")
+    plots: bool = Field(True, description="write the PNG figures and report.html beside results.json")
     batch_size: int = Field(64, ge=1, description="mini-batch of every probe and attacker (raise it for large datasets)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where probes train; auto = cuda when present")
     cpu_threads: int | None = Field(1, ge=1, description="torch threads while probes train on CPU (None = torch's "
