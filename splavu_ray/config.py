@@ -54,6 +54,9 @@ class DataConfig(_Section):
     privacy_manifest: str | None = Field(None, description="manifest of the privacy split; defaults to the built-in one")
     cache_dir: str = Field("~/.cache/splavu_ray", description="where generated data and feature stores live")
     clip_len: int = Field(16, ge=1, description="frames per clip")
+    min_frames: int | None = Field(None, ge=1, description="videos with fewer frames are rejected as too_short; "
+                                   "longer ones shorter than a clip are padded with their last frame and counted "
+                                   "as padded (None = half a clip)")
     frame_stride: int = Field(1, ge=1)
     num_eval_clips: int = Field(5, ge=1, description="evenly spaced clips per test video")
     num_static_frames: int = Field(10, ge=2, description="evenly spaced frames per video for static clips")
@@ -115,7 +118,12 @@ class TADTaskConfig(_Section):
     max_windows: int = Field(256, ge=4, description="training crop of long sequences (windows)")
     epochs: int = Field(60, ge=1, description="epochs of the post-hoc detector (evaluation)")
     lr: float = Field(1e-3, gt=0, description="lr of the post-hoc detector")
-    nms_iou: float = Field(0.5, gt=0, le=1, description="per-class NMS threshold at inference")
+    nms: Literal["soft", "hard"] = Field("soft", description="per-class NMS at inference: 'soft' = Gaussian "
+                                         "Soft-NMS (ActionFormer/TriDet on THUMOS14), 'hard' = greedy NMS at nms_iou")
+    nms_sigma: float = Field(0.5, gt=0, description="Soft-NMS: score *= exp(-tIoU^2 / nms_sigma)")
+    nms_min_score: float = Field(0.001, ge=0, lt=1, description="Soft-NMS: detections whose decayed score falls "
+                                 "below this are dropped")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="hard NMS threshold (nms=hard); Soft-NMS does not use it")
     max_detections: int = Field(100, ge=1, description="detections kept per video")
 
 
@@ -348,6 +356,7 @@ class Config(_Section):
         return self
 
     # -- convenience -------------------------------------------------------------------------
+
     @property
     def output_path(self) -> Path:
         return Path(os.path.expanduser(self.output_dir)).resolve()

@@ -25,6 +25,8 @@ def _validate(args: argparse.Namespace) -> int:
         strict=not args.allow_partial,
         executor="thread" if args.threads else "process",
         progress=None,
+        clip_len=args.clip_len,
+        min_frames=args.min_frames,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -48,6 +50,10 @@ def register_validate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", action="store_true", help="probe in threads instead of processes")
     p.add_argument("--allow-partial", action="store_true",
                    help="accept files that decode only partly (truncated), as warnings")
+    p.add_argument("--clip-len", type=int, default=16, help="frames per clip (data.clip_len): shorter videos are "
+                   "padded, reported as warnings")
+    p.add_argument("--min-frames", type=int, default=None, help="shorter videos are rejected as too_short "
+                   "(data.min_frames; default: half a clip)")
     p.set_defaults(func=_validate)
 
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from .sampling import Indices, RngLike, plan_clips, static_frame_indices
 
-REASONS: tuple[str, ...] = ("missing", "empty", "not_video", "corrupt", "truncated", "unreadable", "no_frames")
+REASONS: tuple[str, ...] = ("missing", "empty", "not_video", "corrupt", "truncated", "unreadable", "no_frames",
+                            "wrong_media", "too_short")
 
 # Errors a broken file can raise while being demuxed/decoded (pyarrow read errors are OSErrors).
 _MEDIA_ERRORS = (av.FFmpegError, OSError, EOFError)
@@ -69,6 +70,27 @@ class DecodedVideo:
     warnings: list[str] = field(default_factory=list)
 
 
+def default_min_frames(clip_len: int) -> int:
+    """``data.min_frames`` when unset: half a clip. Shorter videos are rejected; longer ones shorter than a
+    clip are padded with their last frame (and counted as padded)."""
+    return max(1, clip_len // 2)
+
+
+def check_row(uri: str, media: str | None, is_image: bool, num_frames: int, min_frames: int | None,
+              problem: str | None = None) -> None:
+    """A file that decodes but is wrong for its manifest row raises DecodeError: a video row holding a still
+    image or an image row holding a video ("wrong_media"), or a video with fewer than ``min_frames`` frames
+    ("too_short"; not for a damaged file, whose ``problem`` (truncated, corrupt) says more). ``media`` None
+    (unknown) checks only the length of videos."""
+    if media == "video" and is_image:
+        raise DecodeError("wrong_media", uri, "the row says media=video but the file is a still image")
+    if media == "image" and not is_image:
+        raise DecodeError("wrong_media", uri, f"the row says media=image but the file is a video of {num_frames} "
+                          "frames")
+    if not is_image and not problem and min_frames and num_frames < min_frames:
+        raise DecodeError("too_short", uri, f"{num_frames} frame(s), fewer than data.min_frames={min_frames}")
+
+
 # --------------------------------------------------------------------------- opening files
 
 
@@ -98,7 +120,7 @@ def open_binary(uri: str) -> Iterator[tuple[IO[bytes], int]]:
         except Exception as exc:  # unknown scheme, credentials, network: nothing was read
             raise DecodeError("unreadable", uri, f"{type(exc).__name__}: {exc}") from None
         if info.type == pafs.FileType.NotFound:
-            raise DecodeError("missing", uri)
+            raise DecodeError("missing", uri, "no such object")
         if info.type != pafs.FileType.File:
             raise DecodeError("unreadable", uri, "not a regular file")
         size = int(info.size or 0)
@@ -108,7 +130,7 @@ def open_binary(uri: str) -> Iterator[tuple[IO[bytes], int]]:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            raise DecodeError("missing", uri) from None
+            raise DecodeError("missing", uri, "no such file") from None
         except OSError as exc:
             raise DecodeError("unreadable", uri, f"{type(exc).__name__}: {exc}") from None
         if not stat.S_ISREG(st.st_mode):
@@ -116,7 +138,7 @@ def open_binary(uri: str) -> Iterator[tuple[IO[bytes], int]]:
         size = st.st_size
         opener = lambda: open(path, "rb")  # noqa: E731
     if size == 0:
-        raise DecodeError("empty", uri)
+        raise DecodeError("empty", uri, "the file has 0 bytes")
     try:
         f = opener()
     except OSError as exc:
@@ -428,7 +450,7 @@ def decode_video(
     if s.error or problem or not s.count:
         reason = problem or ("corrupt" if s.error else "no_frames")
         if not s.count:
-            raise DecodeError(reason, uri, s.error or "")
+            raise DecodeError(reason, uri, s.error or "not one frame could be decoded")
         s.warnings.append(f"{reason}: decoded {s.count} frame(s) then stopped" + (f" ({s.error})" if s.error else ""))
     else:
         reason = None
@@ -501,6 +523,7 @@ def load_clips(
     size: int | None = None,
     rng: RngLike = None,
     stride: int = 1,
+    min_frames: int | None = None,
 ) -> dict[str, Any]:
     """Clips (and static frames) of one manifest row, all from one decoding pass.
 
@@ -512,7 +535,8 @@ def load_clips(
     Returns ``clips`` uint8 (C, T, H, W, 3) unless mode is "static", ``static`` uint8 (K, H, W, 3) when
     requested, their frame ``clip_indices`` / ``static_indices``, ``num_frames``, ``fps``, ``padded``
     (clip positions repeating the last frame: video shorter than a clip), ``static_padded``,
-    ``problem`` and ``warnings``. Raises DecodeError.
+    ``problem`` and ``warnings``. Raises DecodeError, also for a file wrong for its row (:func:`check_row`:
+    the row's ``media`` against what the file is, and ``min_frames``).
     """
     if mode == "static" and static_k < 1:
         static_k = 10
@@ -531,6 +555,7 @@ def load_clips(
 
     trusted = row.get("num_frames") or None
     video = decode_video(str(row["uri"]), plan, size=size, num_frames=int(trusted) if trusted else None)
+    check_row(str(row["uri"]), row.get("media"), video.is_image, video.num_frames, min_frames, video.problem)
     out: dict[str, Any] = {
         "num_frames": video.num_frames,
         "fps": video.fps if video.fps else float(row.get("fps") or 0.0),
@@ -603,7 +628,7 @@ def iter_windows(
                 info["problem"] = container_problem(f, fsize) or "corrupt"
                 info["warnings"].append(f"{info['problem']}: {exc}")
             if not info["num_frames"]:
-                raise DecodeError(container_problem(f, fsize) or "no_frames", uri)
+                raise DecodeError(container_problem(f, fsize) or "no_frames", uri, "not one frame could be decoded")
             if info["problem"] is None and (problem := container_problem(f, fsize)):
                 info["problem"] = problem
                 info["warnings"].append(f"{problem}: decoded {info['num_frames']} frame(s)")

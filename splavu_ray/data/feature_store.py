@@ -68,6 +68,8 @@ def store_key(cfg: Config, manifest_path: str) -> str:
         "static": d.num_static_frames, "protocol": PROTOCOL_VERSION,
     }
     ident["skip_splits"] = sorted(d.skip_feature_splits)
+    if d.min_frames is not None:  # unset (half a clip) keeps the identity stores had before the setting existed
+        ident["min_frames"] = d.min_frames
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -225,6 +227,14 @@ class FeatureStore:
 
             table = table.filter(pc.is_in(table["split"], value_set=pa.array(list(splits))))
         return table
+
+    def columns(self, *names: str) -> pa.Table:
+        """Only the named columns of every finished shard (cheap: no feature column is read)."""
+        fs, path = _fs(self.root)
+        files = [f"{path}/{SHARDS}/{shard_name(i)}" for i in sorted(self.finished_shards())]
+        if not files:
+            return pa.table({n: pa.array([], SCHEMA.field(n).type) for n in names})
+        return pa.concat_tables([pq.read_table(f, filesystem=fs, columns=list(names)) for f in files])
 
     def load(self, *splits: str) -> FeatureSplit:
         """Rows of the given splits (all if none), in manifest order."""

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..progress import Progress
-from .decode import REASONS, DecodeError, probe_video
+from .decode import REASONS, DecodeError, check_row, default_min_frames, probe_video
 from .manifest import _filesystem, read_manifest
 
 REJECT_COLUMNS = ("row", "uri", "reason", "detail")
@@ -40,6 +40,7 @@ class ValidationReport:
     ok: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count (every reason present)
     warned: int = 0  # accepted rows that carry warnings
+    padded: int = 0  # accepted videos shorter than a clip (padded with their last frame when clipped)
     rejects: list[dict[str, Any]] = field(default_factory=list)  # row, uri, reason, detail
     warnings: list[dict[str, Any]] = field(default_factory=list)  # row, uri, warnings
     rejects_path: str | None = None
@@ -55,7 +56,8 @@ class ValidationReport:
     def summary(self, max_listed: int = 20) -> str:
         lines = [
             f"validated {self.total} row(s) of {self.manifest} in {self.seconds:.1f} s: "
-            f"{self.ok} ok, {self.num_rejected} rejected, {self.warned} with warnings",
+            f"{self.ok} ok, {self.num_rejected} rejected, {self.warned} with warnings ({self.padded} padded: "
+            "shorter than a clip)",
             f"  {'reason':<12}{'count':>7}",
         ]
         lines += [f"  {reason:<12}{self.rejected.get(reason, 0):>7}" for reason in REASONS]
@@ -68,22 +70,30 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def probe_row(item: tuple[int, str, bool, int | None]) -> dict[str, Any]:
-    """Probe one file; never raises (any failure becomes a reject record)."""
-    index, uri, strict, expected = item
-    out: dict[str, Any] = {"row": index, "uri": uri, "reason": None, "detail": "", "warnings": []}
+def probe_row(item: tuple) -> dict[str, Any]:
+    """Probe one file against its row ``(index, uri, strict, expected frames, media, clip_len, min_frames)``;
+    never raises (any failure becomes a reject record). A file wrong for its row (an image in a video row, a
+    video in an image row, a video shorter than ``min_frames``) is a reject; a video shorter than a clip but
+    not too short is accepted with a warning, as it will be padded."""
+    index, uri, strict, expected, media, clip_len, min_frames = item
+    out: dict[str, Any] = {"row": index, "uri": uri, "reason": None, "detail": "", "warnings": [], "padded": False}
     try:
         video = probe_video(uri)
+        warnings = list(video.warnings)
+        if expected and not video.is_image and expected != video.num_frames:
+            warnings.append(f"the manifest says {expected} frames, the file has {video.num_frames}")
+        if video.problem and strict:  # damage says more than the length it left
+            return {**out, "reason": video.problem, "detail": "; ".join(warnings) or video.problem}
+        check_row(uri, media, video.is_image, video.num_frames, min_frames, video.problem)
     except DecodeError as exc:
         return {**out, "reason": exc.reason, "detail": exc.detail}
     except Exception as exc:  # an unexpected library error must not stop the other rows
         return {**out, "reason": "unreadable", "detail": f"{type(exc).__name__}: {exc}"}
-    warnings = list(video.warnings)
-    if expected and not video.is_image and expected != video.num_frames:
-        warnings.append(f"the manifest says {expected} frames, the file has {video.num_frames}")
-    if video.problem and strict:
-        return {**out, "reason": video.problem, "detail": "; ".join(warnings)}
-    return {**out, "warnings": warnings, "num_frames": video.num_frames, "fps": video.fps}
+    padded = not video.is_image and video.num_frames < clip_len
+    if padded:
+        warnings.append(f"padded: {video.num_frames} frame(s), shorter than a clip of {clip_len}; its last frame "
+                        "is repeated")
+    return {**out, "warnings": warnings, "num_frames": video.num_frames, "fps": video.fps, "padded": padded}
 
 
 def _executor(kind: str, workers: int) -> Executor:
@@ -170,6 +180,8 @@ def validate_manifest(
     strict: bool = True,
     executor: str = "process",
     progress: bool | None = None,
+    clip_len: int = 16,
+    min_frames: int | None = None,
 ) -> ValidationReport:
     """Probe every row of a manifest; return counts per reason and write the rejects file.
 
@@ -177,12 +189,16 @@ def validate_manifest(
     strict: reject files that decode only partially (truncated / corrupt after some frames).
     executor: "process" (survives decoder crashes) or "thread".
     progress: a progress line on stderr; default only for manifests of 200+ rows.
+    clip_len, min_frames: videos shorter than ``min_frames`` (default: half a clip) are rejected as too_short,
+    and shorter than a clip they are accepted as padded (a warning).
     """
     start = time.monotonic()
     manifest = read_manifest(manifest_path)
     uris = manifest.table["uri"].to_pylist()
     counts = manifest.table["num_frames"].to_pylist()
-    items = [(i, u, strict, counts[i]) for i, u in enumerate(uris)]
+    media = manifest.table["media"].to_pylist()
+    min_frames = min_frames if min_frames is not None else default_min_frames(clip_len)
+    items = [(i, u, strict, counts[i], media[i], clip_len, min_frames) for i, u in enumerate(uris)]
     report = ValidationReport(manifest=str(manifest_path), total=len(items))
     reasons: Counter[str] = Counter()
     bar = Progress(len(items), "validate", unit="row", enabled=len(items) >= 200 if progress is None else progress)
@@ -196,6 +212,7 @@ def validate_manifest(
             report.rejects.append({c: result[c] for c in REJECT_COLUMNS})
         else:
             report.ok += 1
+            report.padded += bool(result.get("padded"))
             if result["warnings"]:
                 report.warned += 1
                 report.warnings.append({"row": result["row"], "uri": result["uri"], "warnings": result["warnings"]})

@@ -130,7 +130,8 @@ def _train_plan(rng: np.random.Generator, clip_len: int, num_clips: int, stride:
     planned: dict[str, np.ndarray] = {}
 
     def plan(n: int) -> np.ndarray:
-        planned["clips"] = plan_clips("train", n, clip_len, num_clips, stride, rng).indices
+        clip_plan = plan_clips("train", n, clip_len, num_clips, stride, rng)
+        planned["clips"], planned["clips_padded"] = clip_plan.indices, clip_plan.padded
         parts = [planned["clips"].ravel()]
         if static_k:
             pool = static_frame_indices(n, max(static_pool, static_k)).indices
@@ -179,7 +180,8 @@ class ClipDecoder:
 
     def __init__(self, mode: str = "train", clip_len: int = 16, num_clips: int | None = None, static_k: int = 2,
                  size: int = 224, seed: int | None = 0, stride: int = 1, rejects_path: str | None = None,
-                 static_pool: int = DEFAULT_STATIC_POOL, keep_partial: bool = False, manifest=None):
+                 static_pool: int = DEFAULT_STATIC_POOL, keep_partial: bool = False, manifest=None,
+                 min_frames: int | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         self.mode, self.clip_len, self.static_k, self.size = mode, clip_len, static_k, int(size)
@@ -187,7 +189,8 @@ class ClipDecoder:
         self.squeeze = mode == "train" and not num_clips  # train default: one clip -> (T, S, S, 3)
         self.seed, self.stride, self.static_pool = seed, stride, static_pool
         self.rejects_path, self.keep_partial = rejects_path, keep_partial
-        self.ok = self.rejected = self.unexpected = 0
+        self.min_frames = min_frames if min_frames is not None else max(1, clip_len // 2)  # data.decode's default
+        self.ok = self.rejected = self.unexpected = self.padded = 0
         self._metrics = self._make_metrics()
         self._warned_epoch = False
         self._lookup = None
@@ -229,22 +232,28 @@ class ClipDecoder:
             return np.random.default_rng()
         return np.random.default_rng([int(self.seed), int(row_index), int(epoch)])
 
-    def decode(self, row: dict[str, Any], epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(clips, static) of one manifest row, already squared; raises DecodeError (also for a file
-        that decodes only partly, unless ``keep_partial``)."""
-        from ..data.decode import DecodeError, decode_video, load_clips
+    def decode(self, row: dict[str, Any], epoch: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """(clips, static, padded clip positions) of one manifest row, already squared; raises DecodeError
+        (also for a file that decodes only partly, unless ``keep_partial``, and for a file wrong for its
+        row: an image in a video row, a video shorter than ``min_frames``)."""
+        from ..data.decode import DecodeError, check_row, decode_video, load_clips
 
         trusted = int(row.get("num_frames") or 0) or None
+        media = str(row["media"]) if row.get("media") is not None else None
         if self.mode == "eval":
-            out = load_clips({"uri": row["uri"], "num_frames": trusted}, mode="eval", clip_len=self.clip_len,
-                             num_clips=self.num_clips, static_k=self.static_k, size=self.size, stride=self.stride)
-            clips, problem, warnings = out["clips"], out["problem"], out["warnings"]
+            out = load_clips({"uri": row["uri"], "num_frames": trusted, "media": media}, mode="eval",
+                             clip_len=self.clip_len, num_clips=self.num_clips, static_k=self.static_k,
+                             size=self.size, stride=self.stride, min_frames=self.min_frames)
+            clips, problem, warnings, padded = out["clips"], out["problem"], out["warnings"], out["padded"]
             static = out.get("static", np.zeros((0, *clips.shape[-3:]), np.uint8))
         else:
             plan, planned = _train_plan(self._rng(row["row_index"], epoch), self.clip_len, self.num_clips,
                                         self.stride, self.static_k, self.static_pool)
             video = decode_video(str(row["uri"]), plan, size=self.size, num_frames=trusted)
+            check_row(str(row["uri"]), media, video.is_image, video.num_frames, self.min_frames, video.problem)
             count = planned["clips"].size
+            # positions the plan repeated (a video shorter than a clip) + any clamped past a lying header's end
+            padded = planned["clips_padded"] + int((video.indices.ravel()[:count] != planned["clips"].ravel()).sum())
             flat = video.frames.reshape(-1, *video.frames.shape[-3:])
             clips = flat[:count].reshape(planned["clips"].shape + flat.shape[1:])
             static = flat[count:]
@@ -256,7 +265,7 @@ class ClipDecoder:
         clips = square(clips, self.size)
         if self.squeeze:
             clips = clips[0]
-        return clips, square(static, self.size)
+        return clips, square(static, self.size), padded
 
     # -- the batch -------------------------------------------------------------------------------
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -266,14 +275,14 @@ class ClipDecoder:
             batch = self._manifest_rows(batch)
         row_epochs = batch.get("epoch")  # a multi-epoch stream: each row says its epoch
         epoch = None if row_epochs is not None else _execution_index() if self.mode == "train" else 0
-        clips, static, action, index, epochs = [], [], [], [], []
+        clips, static, action, index, epochs, padded = [], [], [], [], [], []
         for i in range(len(batch["row_index"])):
             row = {k: v[i] for k, v in batch.items()}
             row_index = int(row["row_index"])
             if row_epochs is not None:
                 epoch = int(row_epochs[i])
             try:
-                c, s = self.decode(row, epoch)
+                c, s, pad = self.decode(row, epoch)
             except DecodeError as exc:
                 self._reject(row, exc.reason, exc.detail, epoch)
                 continue
@@ -291,13 +300,17 @@ class ClipDecoder:
                 continue
             self.ok += 1
             self._count("splavu_data_decoded_videos", None)
+            if pad:  # shorter than a clip but not too short: kept, its last frame repeated, and counted
+                self.padded += 1
+                self._count("splavu_data_padded_videos", None)
             clips.append(c), static.append(s), action.append(int(row["action_id"])), index.append(row_index)
-            epochs.append(epoch)
+            epochs.append(epoch), padded.append(pad)
         out = {
             "clips": np.stack(clips) if clips else np.zeros((0, *self.clip_shape), np.uint8),
             "static": np.stack(static) if static else np.zeros((0, *self.static_shape), np.uint8),
             "action_id": np.asarray(action, dtype=np.int64),
             "row_index": np.asarray(index, dtype=np.int64),
+            "padded": np.asarray(padded, dtype=np.int64),  # clip positions that repeat the last frame
         }
         if row_epochs is not None:
             out["epoch"] = np.asarray(epochs, dtype=np.int64)
@@ -332,6 +345,8 @@ class ClipDecoder:
                 "splavu_data_rejected_videos": RayCounter(
                     "splavu_data_rejected_videos", description="videos dropped by the clip pipeline",
                     tag_keys=("reason",)),
+                "splavu_data_padded_videos": RayCounter(
+                    "splavu_data_padded_videos", description="videos shorter than a clip, padded with their last frame"),
             }
         except Exception:  # noqa: BLE001 - metrics are best effort
             return {}
@@ -397,7 +412,7 @@ def reject_counts(path: str) -> dict[str, Any]:
 
 
 def source_table(manifest_path: str, splits: Sequence[str] | str | None):
-    """Arrow table (row_index, uri, split, num_frames, action_id) of the selected manifest rows;
+    """Arrow table (row_index, uri, split, media, num_frames, action_id) of the selected manifest rows;
     row_index is the position in the WHOLE manifest (stable across split selections)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -417,6 +432,7 @@ def source_table(manifest_path: str, splits: Sequence[str] | str | None):
         "row_index": table["row_index"],
         "uri": table["uri"],
         "split": table["split"],
+        "media": table["media"],
         "num_frames": pc.fill_null(table["num_frames"], 0).cast(pa.int64()),
         "action_id": pc.fill_null(table["action_id"], -1).cast(pa.int64()),
     })

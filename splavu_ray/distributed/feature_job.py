@@ -16,7 +16,15 @@ import sys
 import numpy as np
 
 from ..config import Config, ConfigError
-from ..data.feature_store import PROTOCOL_VERSION, REJECTS, FeatureStore, default_store_root, feature_row, store_key
+from ..data.feature_store import (
+    PROTOCOL_VERSION,
+    REJECTS,
+    FeatureStore,
+    default_store_root,
+    feature_row,
+    is_untrimmed,
+    store_key,
+)
 from ..data.manifest import read_manifest
 from ..models.backbone import build_backbone, describe
 from ..models.embedder import Embedder
@@ -59,6 +67,12 @@ def extract_features(cfg: Config, manifest_path: str, root: str | None = None, s
     }
     meta["dim"] = meta["backbone"]["embed_dim"]
     meta["rejects"] = _count_rejects(root)
+    # trimmed videos shorter than a clip (but not than data.min_frames): kept, their last frame repeated
+    cols = store.columns("padded", "segments", "anomaly", "split").to_pylist()
+    meta["padded"] = sum(1 for r in cols if r["padded"] and not is_untrimmed(r, cfg.data.untrimmed_splits))
+    if meta["padded"] and progress:
+        print(f"[features] {meta['padded']} video(s) shorter than a clip were padded with their last frame",
+              file=sys.stderr, flush=True)
     store.write_meta(meta)
     return store
 

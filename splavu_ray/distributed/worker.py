@@ -22,12 +22,12 @@ from ..config import Config
 from ..models.adapter import adapter_from_config, save_adapter
 from ..progress import eta
 from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER
+from ..tracking import EpochLogger
 from ..training.batches import CachedSource
 from ..training.loop import epoch_line, new_state, run_epoch, steps_per_epoch, total_epochs
 from ..training.model import build_model
 from ..training.schedule import build_optimizer
 from ..training.steps import Objective
-from ..tracking import EpochLogger
 from .deepspeed_config import deepspeed_config, use_bf16
 from .online_source import OnlineSource, say
 

@@ -32,9 +32,9 @@ from ..run_folder import RunFolder
 from .action import ActionTask, action_section
 from .anomaly import AnomalyTask
 from .bias import BiasTask, bias_section
+from .plots import write_all
 from .privacy import PrivacyTask, privacy_section
 from .reid import ReidTask, reid_section
-from .plots import write_all
 from .report import TableColumn, markdown_table
 from .run_report import write_run_report
 from .tad import TADTask

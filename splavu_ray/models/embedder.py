@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import Config
-from ..data.decode import DecodeError, iter_windows, try_load_clips
+from ..data.decode import DecodeError, check_row, default_min_frames, iter_windows, try_load_clips
 from ..data.feature_store import is_untrimmed
 from ..data.transforms import eval_transform
 from .backbone import build_backbone
@@ -32,6 +32,8 @@ class Embedder:
         self.device = "cuda" if self.cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu"
         self.backbone = build_backbone(self.cfg.backbone, self.device, self.cfg.data.clip_len)
         self.size = self.backbone.image_size
+        d = self.cfg.data
+        self.min_frames = d.min_frames if d.min_frames is not None else default_min_frames(d.clip_len)
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads))
 
     def _embed(self, clips_uint8: np.ndarray, static: bool = False) -> np.ndarray:
@@ -56,7 +58,8 @@ class Embedder:
         if is_untrimmed(row, self.cfg.data.untrimmed_splits):
             return {"ok": True, "untrimmed": True}
         return try_load_clips(row, mode="eval", clip_len=d.clip_len, num_clips=d.num_eval_clips,
-                              static_k=d.num_static_frames, size=short, stride=d.frame_stride)
+                              static_k=d.num_static_frames, size=short, stride=d.frame_stride,
+                              min_frames=self.min_frames)
 
     def _windows(self, row: dict[str, Any]) -> dict[str, Any]:
         feats, chunk, padded, info = [], [], 0, {}
@@ -74,6 +77,10 @@ class Embedder:
             feats.append(self._embed(np.stack(chunk)))
         if not feats:
             return {"ok": False, "reason": "no_frames", "detail": "no window decoded"}
+        try:  # an untrimmed video too short to be one
+            check_row(row["uri"], None, False, int(info.get("num_frames") or 0), self.min_frames, info.get("problem"))
+        except DecodeError as exc:
+            return {"ok": False, "reason": exc.reason, "detail": exc.detail}
         return {"ok": True, "clips": np.concatenate(feats), "static": np.zeros((0, self.backbone.embed_dim)),
                 "padded": padded > 0, "num_frames": info.get("num_frames"), "fps": info.get("fps"),
                 "problem": info.get("problem")}

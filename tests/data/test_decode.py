@@ -6,7 +6,8 @@ import videos as V
 from pyarrow import fs as pafs
 
 from splavu_ray.data import decode
-from splavu_ray.data.decode import DecodeError, decode_video, iter_windows, load_clips, probe_video, try_load_clips
+from splavu_ray.data.decode import (DecodeError, decode_video, default_min_frames, iter_windows, load_clips, probe_video,
+                                    try_load_clips)
 
 N = 20  # frames of the matrix videos
 
@@ -177,12 +178,35 @@ def test_probe_and_safe_loading(media, tmp_path):
     probe = probe_video(str(media["vp9-mkv"]))
     assert probe.num_frames == N and V.frame_index(probe.frames).tolist() == [0, N - 1]
     bad = try_load_clips({"uri": str(tmp_path / "nope.mp4")}, mode="eval")
-    assert bad == {"ok": False, "uri": str(tmp_path / "nope.mp4"), "reason": "missing", "detail": ""}
+    assert bad == {"ok": False, "uri": str(tmp_path / "nope.mp4"), "reason": "missing", "detail": "no such file"}
     assert try_load_clips({"uri": str(media["h264-mp4"])}, mode="eval", clip_len=4)["ok"]
     err = pickle.loads(pickle.dumps(DecodeError("corrupt", "x.mp4", "why")))
     assert (err.reason, err.uri, err.detail) == ("corrupt", "x.mp4", "why")
     with pytest.raises(ValueError):
         DecodeError("weird", "x")
+
+
+def test_files_wrong_for_their_row_are_rejected_with_a_reason_that_says_so(media, tmp_path):
+    image = V.write_image(tmp_path / "still.png", height=40, width=56, value=90)
+    video = str(media["h264-mp4"])
+
+    def reason(row, **kw):
+        res = try_load_clips(row, mode="eval", clip_len=8, num_clips=2, **kw)
+        return (res["reason"], res["detail"]) if not res["ok"] else ("ok", res["padded"])
+
+    why, detail = reason({"uri": str(image), "media": "video"})
+    assert why == "wrong_media" and "media=video but the file is a still image" in detail
+    why, detail = reason({"uri": video, "media": "image"})
+    assert why == "wrong_media" and f"media=image but the file is a video of {N} frames" in detail
+    assert reason({"uri": str(image), "media": "image"})[0] == "ok"  # an image row holding an image
+    short = str(V.write_video(tmp_path / "three.mp4", num_frames=3))
+    why, detail = reason({"uri": short, "media": "video"}, min_frames=4)
+    assert why == "too_short" and "3 frame(s), fewer than data.min_frames=4" in detail
+    five = str(V.write_video(tmp_path / "five.mp4", num_frames=5))
+    assert reason({"uri": five, "media": "video"}, min_frames=4) == ("ok", 6)  # kept, 2 clips x 3 padded frames
+    assert default_min_frames(16) == 8 and default_min_frames(1) == 1
+    # every reject says why
+    assert try_load_clips({"uri": str(V.write_empty(tmp_path / "e.mp4"))})["detail"] == "the file has 0 bytes"
 
 
 def test_remote_uri_goes_through_pyarrow_fs(media, monkeypatch):

@@ -37,8 +37,13 @@ def mixed(tmp_path_factory):
         "truncated": V.write_truncated(src, d / "truncated.mkv", 0.6),  # decodes partly
         "unreadable": V.make_unreadable(d / "folder.mp4"),
         "no_frames": V.write_no_frames(d / "none.mkv"),
+        "wrong_media": V.write_image(d / "still.png"),  # a still image in a media=video row
+        "too_short": V.write_video(d / "three.mp4", num_frames=3),  # < half a clip of 16
     }
-    rows = [_row(p, "image" if p.suffix == ".png" else "video") for p in good] + [_row(p) for p in bad.values()]
+    short = V.write_video(d / "ten.mp4", num_frames=10)  # >= half a clip, < a clip: kept, padded
+    video_as_image = V.write_video(d / "moving.mp4")  # a video in a media=image row
+    rows = ([_row(p, "image" if p.suffix == ".png" else "video") for p in good] + [_row(p) for p in bad.values()]
+            + [_row(short), _row(video_as_image, "image")])
     manifest = d / "m.parquet"
     write_manifest(str(manifest), rows)
     good_manifest = d / "good.parquet"
@@ -48,12 +53,23 @@ def mixed(tmp_path_factory):
 
 def test_validate_reports_each_reason(mixed):
     report = validate_manifest(str(mixed["manifest"]), workers=1)
-    assert report.total == 11 and report.ok == 4
-    assert report.rejected == {reason: 1 for reason in mixed["bad"]}
-    assert {r["uri"]: r["reason"] for r in report.rejects} == {str(p): k for k, p in mixed["bad"].items()}
+    assert report.total == 15 and report.ok == 5
+    assert report.rejected == {reason: 2 if reason == "wrong_media" else 1 for reason in mixed["bad"]}
+    moving = str(mixed["dir"] / "moving.mp4")
+    assert {r["uri"]: r["reason"] for r in report.rejects} == {**{str(p): k for k, p in mixed["bad"].items()},
+                                                               moving: "wrong_media"}
+    details = {r["uri"]: r["detail"] for r in report.rejects}
+    assert all(details.values())  # every reject says why
+    assert "media=video but the file is a still image" in details[str(mixed["bad"]["wrong_media"])]
+    assert "media=image but the file is a video" in details[moving]
+    assert "fewer than data.min_frames=8" in details[str(mixed["bad"]["too_short"])]
+    # shorter than a clip but not too short: accepted, reported as padded (the fixture's 12-frame videos too)
+    assert report.padded == 4 and any(w["uri"].endswith("ten.mp4") and w["warnings"][-1].startswith("padded: 10")
+                                      for w in report.warnings)
+    assert "4 padded" in report.summary()
 
     partial = validate_manifest(str(mixed["manifest"]), workers=1, strict=False)
-    assert partial.ok == 5 and partial.rejected["truncated"] == 0 and partial.warned >= 1
+    assert partial.ok == 6 and partial.rejected["truncated"] == 0 and partial.warned >= 1
     assert any(str(mixed["bad"]["truncated"]) == w["uri"] for w in partial.warnings)
 
 
@@ -61,16 +77,16 @@ def test_cli_end_to_end(mixed, tmp_path, capsys):
     rejects = tmp_path / "rejects.jsonl"
     assert main(["validate", str(mixed["manifest"]), "--rejects", str(rejects), "--workers", "1"]) == 1
     table = capsys.readouterr().out
-    assert "4 ok, 7 rejected" in table and "truncated" in table and str(rejects) in table
+    assert "5 ok, 10 rejected" in table and "truncated" in table and str(rejects) in table
     rows = read_rejects(str(rejects))
-    assert sorted(r["reason"] for r in rows) == sorted(mixed["bad"])
+    assert sorted(r["reason"] for r in rows) == sorted([*mixed["bad"], "wrong_media"])
     assert all(set(r) == {"row", "uri", "reason", "detail"} for r in rows)
 
     parquet = tmp_path / "rejects.parquet"
     assert main(["validate", str(mixed["manifest"]), "--rejects", str(parquet), "--json", "--workers", "1"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["num_rejected"] == 7 and report["rejected"]["missing"] == 1
-    assert len(read_rejects(str(parquet))) == 7
+    assert report["num_rejected"] == 10 and report["rejected"]["missing"] == 1
+    assert len(read_rejects(str(parquet))) == 10
 
     clean = tmp_path / "clean.jsonl"
     assert main(["validate", str(mixed["good_manifest"]), "--rejects", str(clean), "--workers", "1"]) == 0
@@ -87,7 +103,7 @@ def test_cli_as_a_module_with_a_process_pool(mixed, tmp_path):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert proc.returncode == 1, proc.stderr
-    assert sorted(r["reason"] for r in read_rejects(str(rejects))) == sorted(mixed["bad"])
+    assert sorted(r["reason"] for r in read_rejects(str(rejects))) == sorted([*mixed["bad"], "wrong_media"])
 
 
 def crash_on_three(x: int) -> int:

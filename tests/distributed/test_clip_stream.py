@@ -43,6 +43,8 @@ def media(tmp_path_factory):
         "truncated": V.write_truncated(src, d / "truncated.mkv", 0.6),  # its first frames decode fine
         "unreadable": V.make_unreadable(d / "folder.mp4"),
         "no_frames": V.write_no_frames(d / "none.mkv"),
+        "wrong_media": V.write_image(d / "still.png"),  # a still image in a media=video row
+        "too_short": V.write_video(d / "two.mp4", num_frames=2),  # < data.min_frames (half a clip: 4)
     }
     rows = [{"uri": str(p), "dataset": "t", "split": "train", "media": "video", "action": f"a{i % 3}",
              "action_id": i % 3} for i, p in enumerate(good)]
@@ -74,6 +76,9 @@ def test_decoder_gives_fixed_shape_rows_of_consecutive_frames(media, tmp_path):
     assert out["static"].shape == (NUM_GOOD, 2, SIZE, SIZE, 3) and out["static"].dtype == np.uint8
     assert out["row_index"].tolist() == list(range(NUM_GOOD))
     assert out["action_id"].tolist() == [i % 3 for i in range(NUM_GOOD)]
+    # the 5-frame videos (>= min_frames, half a clip) are kept, padded to a clip with their last frame, and counted
+    assert out["padded"].tolist() == [CLIP - 5 if i % 4 == 3 else 0 for i in range(NUM_GOOD)]
+    assert dec.padded == sum(i % 4 == 3 for i in range(NUM_GOOD))
     idx = V.frame_index(out["clips"])  # (videos, frames)
     for i, row in enumerate(idx):
         length = 5 if i % 4 == 3 else FRAMES
@@ -91,15 +96,16 @@ def test_each_bad_kind_is_dropped_with_its_reason_and_a_rejects_line(media, tmp_
     path = tmp_path / "rejects.jsonl"
     dec = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, rejects_path=str(path))
     out = dec(manifest_batch(media["manifest"]))
-    assert out["row_index"].tolist() == list(range(NUM_GOOD)) and (dec.ok, dec.rejected) == (NUM_GOOD, 7)
+    assert out["row_index"].tolist() == list(range(NUM_GOOD)) and (dec.ok, dec.rejected) == (NUM_GOOD, 9)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert {r["uri"]: r["reason"] for r in lines} == {str(p): k for k, p in media["bad"].items()}
     assert set(media["bad"]) == set(REASONS)
     assert all(r["split"] == "train" and r["row_index"] >= NUM_GOOD for r in lines)
     dec(manifest_batch(media["manifest"]))  # a second epoch meets them again ...
-    assert len(read_rejects(str(path), unique=False)) == 14
+    assert len(read_rejects(str(path), unique=False)) == 18
+    assert all(r["detail"] for r in lines)  # every reject says why
     assert {r["count"] for r in read_rejects(str(path))} == {2}  # ... read back once each, counted
-    assert reject_counts(str(path)) == {"rejected": 7, "by_reason": {k: 1 for k in REASONS}}
+    assert reject_counts(str(path)) == {"rejected": 9, "by_reason": {k: 1 for k in REASONS}}
 
     kept = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, keep_partial=True)(manifest_batch(media["manifest"]))
     assert len(kept["row_index"]) == NUM_GOOD + 1  # the truncated file's valid frames
@@ -109,7 +115,7 @@ def test_train_clips_are_seeded_by_row_and_epoch(media):
     batch = manifest_batch(media["manifest"])
     dec = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, seed=3)
     first = starts(dec(batch)["clips"])
-    c0, _ = dec.decode({k: v[0] for k, v in batch.items()}, epoch=0)
+    c0, _, _ = dec.decode({k: v[0] for k, v in batch.items()}, epoch=0)
     assert starts(ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, seed=3)(batch)["clips"]).tolist() == first.tolist()
     later = [starts(np.stack([dec.decode({k: v[i] for k, v in batch.items()}, epoch=e)[0]
                               for i in range(NUM_GOOD)])) for e in (0, 1)]
@@ -134,7 +140,7 @@ def test_decoder_seeds_each_row_by_its_epoch_column_and_looks_rows_up_in_the_man
         got[e] = starts(out["clips"][out["epoch"] == e]).tolist()
         assert got[e] == starts(want).tolist()
     assert got[5] != got[6]
-    assert Counter(r["epoch"] for r in read_rejects(str(path), unique=False)) == {5: 7, 6: 7}
+    assert Counter(r["epoch"] for r in read_rejects(str(path), unique=False)) == {5: 9, 6: 9}
     # full rows may carry the epoch column too (no manifest needed)
     with_epoch = ClipDecoder(mode="train", clip_len=CLIP, size=SIZE, seed=3)({**full, "epoch": np.full(n, 6)})
     assert starts(with_epoch["clips"]).tolist() == got[6] and set(with_epoch["epoch"].tolist()) == {6}
@@ -238,7 +244,7 @@ def test_eval_rows_and_train_batches_through_ray(two_nodes, media, tmp_path):
         for row, c in zip(b["row_index"].tolist(), b["clips"].numpy()):
             if row % 4 != 3:
                 assert V.frame_index(c[:, 0]).tolist() == [0, FRAMES - CLIP]
-    assert reject_counts(str(tmp_path / "rejects.jsonl")) == {"rejected": 7, "by_reason": {k: 1 for k in REASONS}}
+    assert reject_counts(str(tmp_path / "rejects.jsonl")) == {"rejected": 9, "by_reason": {k: 1 for k in REASONS}}
 
 
 @pytest.mark.slow
@@ -276,7 +282,7 @@ def test_every_clip_arrives_exactly_once_per_epoch_across_two_nodes(two_nodes, m
     # Bad files: dropped by the actors on both nodes, every epoch, each with its reason.
     records = read_rejects(str(tmp_path / "rejects.jsonl"))
     assert {r["reason"]: r["count"] for r in records} == {k: 3 for k in REASONS}
-    assert reject_counts(str(tmp_path / "rejects.jsonl")) == {"rejected": 7, "by_reason": {k: 1 for k in REASONS}}
+    assert reject_counts(str(tmp_path / "rejects.jsonl")) == {"rejected": 9, "by_reason": {k: 1 for k in REASONS}}
 
 
 @pytest.mark.slow

@@ -5,13 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from splavu_ray.config import TADTaskConfig, load_config
+from splavu_ray.config import ConfigError, TADTaskConfig, load_config
 from splavu_ray.data.feature_store import FeatureStore, feature_row
 from splavu_ray.data.sequences import DetectionVideo, TADError, detection_videos
-from splavu_ray.evaluation.tad import batched_nms_1d, decode, detection_map, evaluate_tad
+from splavu_ray.evaluation.tad import (
+    batched_nms_1d,
+    batched_soft_nms_1d,
+    decode,
+    detect,
+    detection_map,
+    evaluate_tad,
+    soft_nms_1d,
+)
 from splavu_ray.metrics.detection import average_precision, mean_average_precision
 from splavu_ray.models.adapter import AnonymizingAdapter
-from splavu_ray.models.heads import TADHead
+from splavu_ray.models.heads import TADHead, TADOutput
 from splavu_ray.objectives.detection import diou_loss_1d, sigmoid_focal_loss, tad_loss, tad_targets
 from splavu_ray.run_folder import RunFolder
 
@@ -111,6 +119,88 @@ def test_nms_is_per_class():
     segs = torch.tensor([[0, 10.0], [1, 10], [20, 30], [0, 10]])
     keep = batched_nms_1d(segs, torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([0, 0, 0, 1]), 0.5)
     assert keep.tolist() == [0, 2, 3]  # [1, 10] overlaps [0, 10] of its class; class 1 keeps its own
+
+
+def test_soft_nms_decays_overlaps_by_hand():
+    # A [0, 10] 0.9; B = A's duplicate 0.8 (tIoU 1); C [20, 30] 0.7 (disjoint); D [0, 8] 0.6 (tIoU 0.8 with A).
+    segs = torch.tensor([[0, 10.0], [0, 10], [20, 30], [0, 8]])
+    keep, score = soft_nms_1d(segs, torch.tensor([0.9, 0.8, 0.7, 0.6]), sigma=0.5, min_score=1e-3)
+    # A is picked first and decays B to 0.8 e^(-1/0.5) = 0.1083 and D to 0.6 e^(-0.64/0.5) = 0.1668; C keeps 0.7.
+    # Then C (disjoint: no decay), then D: tIoU(D, B) = 0.8 decays B again to 0.1083 e^(-1.28) = 0.0301.
+    b = 0.8 * np.exp(-2.0)
+    d = 0.6 * np.exp(-0.64 / 0.5)
+    assert keep.tolist() == [0, 2, 3, 1]
+    assert score.tolist() == pytest.approx([0.9, 0.7, d, b * np.exp(-0.64 / 0.5)], rel=1e-5)
+    # min_score drops what decays below it; hard NMS at 0.5 would keep only A and C
+    keep, score = soft_nms_1d(segs, torch.tensor([0.9, 0.8, 0.7, 0.6]), sigma=0.5, min_score=0.15)
+    assert keep.tolist() == [0, 2, 3] and score[-1].item() == pytest.approx(d, rel=1e-5)
+    assert batched_nms_1d(segs, torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.zeros(4), 0.5).tolist() == [0, 2]
+    # linear variant: score *= 1 - iou above the threshold (B: 1 - 1 = 0 -> dropped; D: 0.6 * 0.2)
+    keep, score = soft_nms_1d(segs, torch.tensor([0.9, 0.8, 0.7, 0.6]), min_score=1e-3, method="linear",
+                              iou_threshold=0.5)
+    assert keep.tolist() == [0, 2, 3] and score.tolist() == pytest.approx([0.9, 0.7, 0.12], rel=1e-5)
+    with pytest.raises(ValueError, match="gaussian"):
+        soft_nms_1d(segs, torch.ones(4), method="box")
+
+
+def test_soft_nms_is_per_class():
+    # The same segment in another class keeps its score; within class 0 the duplicate decays.
+    segs = torch.tensor([[0, 10.0], [0, 10], [0, 10]])
+    keep, score = batched_soft_nms_1d(segs, torch.tensor([0.9, 0.8, 0.6]), torch.tensor([0, 1, 0]))
+    assert keep.tolist() == [0, 1, 2]
+    assert score.tolist() == pytest.approx([0.9, 0.8, 0.6 * np.exp(-2.0)], rel=1e-5)
+    keep, score = batched_soft_nms_1d(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    assert keep.numel() == 0 and score.numel() == 0
+
+
+def hand_output():
+    """One level (stride 1), 10 points, 1 class: points 2 and 3 predict the same segment [0.5, 4.5]
+    (0.9, 0.8), point 7 predicts [6.5, 8.5] (0.7); the rest score ~0."""
+    prob = torch.full((10,), 1e-9)
+    prob[2], prob[3], prob[7] = 0.9, 0.8, 0.7
+    reg = torch.zeros(10, 2)
+    reg[2], reg[3], reg[7] = torch.tensor([2.0, 2.0]), torch.tensor([3.0, 1.0]), torch.tensor([1.0, 1.0])
+    return TADOutput([torch.logit(prob)[None, :, None]], [reg[None]], [torch.ones(1, 10, dtype=torch.bool)], [1])
+
+
+def test_decode_soft_vs_hard_min_score_and_max_detections():
+    dup = 0.8 * np.exp(-2.0)
+    [soft] = decode(hand_output(), [2.0])  # soft is the default; segments in seconds (window 2 s)
+    assert soft["segments"] == pytest.approx(np.array([[1, 9], [13, 17], [1, 9.0]]))
+    assert soft["scores"] == pytest.approx([0.9, 0.7, dup], rel=1e-5)  # the decayed score is returned
+    [hard] = decode(hand_output(), [2.0], nms="hard", iou_threshold=0.5)
+    assert hard["segments"] == pytest.approx(np.array([[1, 9], [13, 17.0]]))
+    assert hard["scores"] == pytest.approx([0.9, 0.7], rel=1e-5)
+    [res] = decode(hand_output(), [2.0], min_score=0.2)
+    assert res["scores"] == pytest.approx([0.9, 0.7], rel=1e-5)
+    [res] = decode(hand_output(), [2.0], max_detections=2)
+    assert res["scores"] == pytest.approx([0.9, 0.7], rel=1e-5) and res["labels"].tolist() == [0, 0]
+    with pytest.raises(ValueError, match="'soft' or 'hard'"):
+        decode(hand_output(), [2.0], nms="greedy")
+
+
+def test_nms_method_comes_from_the_config():
+    video = DetectionVideo(np.zeros((10, 4), np.float32), 2.0, np.array([[1.0, 9.0]]), np.array([0]))
+    def head(x):  # detect only calls the head
+        return hand_output()
+
+    soft_cfg = load_config(None, []).eval.tad
+    assert (soft_cfg.nms, soft_cfg.nms_sigma, soft_cfg.nms_min_score) == ("soft", 0.5, 0.001)
+    assert len(detect(head, [video], [video.feats], soft_cfg)[0]["scores"]) == 3
+    hard_cfg = load_config(None, ["eval.tad.nms=hard"]).eval.tad
+    assert detect(head, [video], [video.feats], hard_cfg)[0]["scores"] == pytest.approx([0.9, 0.7], rel=1e-5)
+    sharp = load_config(None, ["eval.tad.nms_sigma=0.1", "eval.tad.nms_min_score=0.01"]).eval.tad
+    assert detect(head, [video], [video.feats], sharp)[0]["scores"] == pytest.approx([0.9, 0.7], rel=1e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.tad.nms=greedy", "eval.tad.nms.*'soft' or 'hard'"),
+    ("eval.tad.nms_sigma=0", "eval.tad.nms_sigma.*greater than 0"),
+    ("eval.tad.nms_min_score=-0.1", "eval.tad.nms_min_score.*greater than or equal to 0"),
+])
+def test_bad_nms_config_is_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
 
 
 def test_head_masks_padding_and_decodes_in_seconds():
