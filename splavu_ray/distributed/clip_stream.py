@@ -189,7 +189,9 @@ class ClipDecoder:
         self.squeeze = mode == "train" and not num_clips  # train default: one clip -> (T, S, S, 3)
         self.seed, self.stride, self.static_pool = seed, stride, static_pool
         self.rejects_path, self.keep_partial = rejects_path, keep_partial
-        self.min_frames = min_frames if min_frames is not None else max(1, clip_len // 2)  # data.decode's default
+        from ..data.decode import default_min_frames  # lazily, as everywhere in this module: actors unpickle it
+
+        self.min_frames = min_frames if min_frames is not None else default_min_frames(clip_len)
         self.ok = self.rejected = self.unexpected = self.padded = 0
         self._metrics = self._make_metrics()
         self._warned_epoch = False
