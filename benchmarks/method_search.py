@@ -15,8 +15,11 @@ labels SPLAVU trains with are used: validation action labels and the label-free 
   validation static clips retrieve their twin least often (``val_twin_retrieval``); ties go to the higher
   validation NT-Xent, then to the later epoch.
 
-One configuration takes ~30-100 s on 2 cores instead of a full Ray Train run; confirm a choice with
-``python -m splavu_ray.train`` itself. Results: docs/benchmarks.md ("Method proof").
+Every score comes from the selection split (train and val only; splavu_ray.evaluation.selection): the
+attacker trains on part of privacy_train and is scored on the held-out rest, the action probe is scored on
+val. A search chooses, so it never reads test; the reported run (``python -m splavu_ray.train``) scores test
+once. One configuration takes ~30-100 s on 2 cores instead of a full Ray Train run. Results:
+docs/benchmarks.md ("Method proof").
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 
 from splavu_ray.config import CONFIG_DIR, load_config
 from splavu_ray.data.feature_store import FeatureStore
+from splavu_ray.evaluation.selection import SelectionStore, selection_config
 from splavu_ray.evaluation.suite import evaluate_features
 from splavu_ray.training.replay import train_in_process
 
@@ -58,6 +62,15 @@ def select_epoch(history: list[dict], rule: str) -> int:
 METRICS = ("cmap_raw", "cmap_anonymized", "cmap_chance", "leakage_above_chance_drop", "top1_raw", "top1_anonymized")
 
 
+def selection_splits(store: FeatureStore, cfg) -> tuple:
+    """The attacker's and the probe's (train, score) splits, all from train and val (the selection split of
+    ``eval.score_on=val``): the attacker trains on part of privacy_train and is scored on the rest, the probe
+    trains on train and is scored on val. A search chooses; it never reads test."""
+    d = selection_config(cfg).data
+    view = SelectionStore(store, cfg.eval.selection_holdout)
+    return tuple(view.load(s) for s in (d.privacy_train_split, d.privacy_test_split, d.train_split, d.test_split))
+
+
 def evaluate_seeds(cfg, adapter, splits, seeds: list[int]) -> dict:
     """``evaluate_features`` once per evaluation seed (attacker and probe init and batches); the mean of each
     metric, plus the per-seed values when there is more than one seed. Single attacker and probe runs on these
@@ -79,9 +92,8 @@ def search_run(store: FeatureStore, cfg, rules: list[str], eval_seeds: list[int]
     t0 = time.time()
     replay = train_in_process(cfg, store)
     model, history, states = replay.model, replay.joint_history, replay.joint_adapters
-    d, train_s = cfg.data, round(time.time() - t0, 1)
-    splits = (store.load(d.privacy_train_split), store.load(d.privacy_test_split), store.load(d.train_split),
-              store.load(d.test_split))
+    train_s = round(time.time() - t0, 1)
+    splits = selection_splits(store, cfg)
     evaluated: dict[int, dict] = {}
     out = {"seed": cfg.seed, "train_seconds": train_s, "selections": {}}
     for rule in rules:

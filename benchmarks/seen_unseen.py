@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    connect(base, local_only=True)  # a Ray of our own unless RAY_ADDRESS / ray.address names one
+    connect(base)  # a Ray of our own unless RAY_ADDRESS / ray.address names one
     manifests = resolve_manifests(base)
     plan = plan_evaluation(base, manifests)
     store = ensure_features(base, manifests["main"])

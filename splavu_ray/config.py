@@ -7,6 +7,7 @@ Every model forbids unknown keys, so a typo fails with the key's name and the ke
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,10 @@ class SyntheticConfig(_Section):
     """The built-in procedural privacy dataset (see splavu_ray.data.synthetic)."""
 
     seed: int = 0
+    domain: Literal["studio", "urban"] = Field(
+        "studio", description="visual style: 'studio' (the default; every recipe was tuned on it) or 'urban' (a "
+        "second renderer with the same labels, held out: docs/synthetic.md, 'Domains')",
+    )
     resolution: int = Field(64, ge=32, le=256, description="frame side in pixels")
     num_frames: int = Field(32, ge=16, description="frames per trimmed video")
     fps: int = Field(16, ge=1)
@@ -43,10 +48,23 @@ class SyntheticConfig(_Section):
         description="still images of the privacy split (the VISPR analogue)",
     )
     untrimmed_videos: dict[str, int] = Field(
-        default_factory=lambda: {"train": 24, "test": 24},
-        description="untrimmed videos with action segments (THUMOS analogue) and anomalies (UCF-Crime analogue)",
+        default_factory=lambda: {"train": 96, "test": 96},
+        description="untrimmed videos per split, for each of the THUMOS analogue (tad_*) and the UCF-Crime "
+        "analogue (anomaly_*)",
     )
     bias: float = Field(0.0, ge=0.0, le=1.0, description="strength of the appearance->action shortcut (bias protocol)")
+
+
+class PixelConfig(_Section):
+    """data.pixel: a pixel-level baseline applied to every decoded frame before the frozen encoder (the pixel
+    baselines of ``python -m splavu_ray.evaluate baselines=[...]``; splavu_ray.data.pixel_ops). Part of the
+    feature store's identity, so each transform has a store of its own; feature extraction only (cached
+    training and evaluation read it, online training does not)."""
+
+    transform: Literal["downsample2", "downsample4", "blur", "pixelate"] | None = Field(
+        None, description="None = the frames as decoded")
+    blur_sigma: float = Field(0.03, gt=0, le=1, description="blur: Gaussian sigma as a fraction of the short side")
+    pixelate_blocks: int = Field(8, ge=1, description="pixelate: mosaic blocks across the short side")
 
 
 class DataConfig(_Section):
@@ -78,20 +96,36 @@ class DataConfig(_Section):
     decode_workers: int = Field(2, ge=1, description="max actors decoding clips in Ray Data")
     decode_batch_size: int = Field(4, ge=1, description="videos per map_batches call")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    pixel: PixelConfig = Field(default_factory=PixelConfig)
 
 
 class BackboneConfig(_Section):
-    kind: Literal["vjepa2", "videomae"] = "vjepa2"
+    kind: Literal["vjepa2", "videomae", "i3d", "vjepa1"] = Field(
+        "vjepa2", description="vjepa2 / videomae: transformers models; i3d: Inflated 3D ConvNet (RGB, Mixed_5c); "
+        "vjepa1: the V-JEPA v1 ViT (the paper's V-JEPA-H rows)")
     source: str = Field(
         "builtin:tiny-vjepa2",
         description="'builtin:tiny-vjepa2' (pretrained demo encoder shipped with the package), "
-        "'random:tiny' (random-initialised tiny preset), a Hugging Face hub id, or a local folder",
+        "'random:tiny' (random-initialised tiny preset), a Hugging Face hub id, a local folder, or an s3:// / "
+        "gs:// folder (copied once per node into a local cache); "
+        "kind i3d / vjepa1: 'random:tiny' or weights written by python -m splavu_ray.models.convert_i3d / "
+        "convert_vjepa1 (a .safetensors file or a folder)",
     )
     pooling: Literal["mean", "attentive"] = Field("mean", description="attentive needs trained pooler weights (the built-in encoder ships them)")
     pooler_path: str | None = Field(None, description="safetensors weights of a trained attentive pooler")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU")
     image_size: int | None = Field(None, ge=16, description="input side; None = the model's own")
     batch_size: int = Field(8, ge=1, description="clips per forward pass during feature extraction")
+
+    @model_validator(mode="after")
+    def _check_local_kind(self) -> "BackboneConfig":
+        if self.kind in ("i3d", "vjepa1") and self.source.startswith("builtin:tiny-vjepa2"):
+            raise ValueError(f"backbone.kind={self.kind} needs its own weights: set backbone.source to 'random:tiny' "
+                             f"or to the output of python -m splavu_ray.models.convert_{self.kind} (docs/method.md)")
+        if self.kind in ("i3d", "vjepa1") and self.pooling == "attentive":
+            raise ValueError(f"backbone.pooling=attentive is available for kind=vjepa2 only; kind={self.kind} "
+                             "uses pooling=mean")
+        return self
 
 
 class AdapterConfig(_Section):
@@ -182,11 +216,17 @@ class ScalingConfig(_Section):
 class DeepSpeedConfig(_Section):
     zero_stage: int = Field(2, ge=0, le=3)
     bf16: Literal["auto", "on", "off"] = Field("auto", description="auto = on with GPUs")
+    single_worker: Literal["torch", "deepspeed"] = Field(
+        "torch", description="what a run with ONE fp32 worker steps with: torch = plain AdamW + clipping, the same "
+        "updates without starting a DeepSpeed engine (nothing to shard on one worker); deepspeed = the engine anyway")
 
 
 class TrainConfig(_Section):
     mode: Literal["cached", "online"] = Field("cached", description="cached: feature store; online: decode in the loop")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    report_every: int | None = Field(None, ge=1, description="epochs between metric reports to Ray Train besides "
+                                     "the checkpoints (each waits for the controller's poll); None = with each "
+                                     "checkpoint only. Every epoch's metrics stay in the run's history either way")
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures a run survives")
     static_pairs: int = Field(2, ge=2, le=2, description="static clips drawn per video per step")
@@ -259,20 +299,88 @@ class ReidEvalConfig(_Section):
     split: str = Field("test", description="split whose videos form the gallery and the probes")
 
 
+class ToyotaBiasEvalConfig(_Section):
+    """eval.toyota_bias: the natural gender-presentation bias protocol on Toyota Smarthome's cross-subject split."""
+
+    manifest: str | None = Field(None, description="Toyota Smarthome manifest with genders (python -m "
+                                 "splavu_ray.data.builders toyota_smarthome); the task runs only when it is set")
+    train_split: str = Field("train", description="split the action probe trains on (the CS training subjects)")
+    test_split: str = Field("test", description="split the per-group accuracy is measured on (the CS test subjects)")
+
+
+class GaitEvalConfig(_Section):
+    """eval.gait: CASIA-B gait recognition of unseen subjects by retrieval (the temporal private attribute)."""
+
+    manifest: str | None = Field(None, description="CASIA-B manifest (python -m splavu_ray.data.builders casia_b); "
+                                 "the task runs only when it is set")
+    split: str = Field("test", description="split of the unseen subjects (the builder's: 075-124)")
+
+
+class InversionEvalConfig(_Section):
+    """eval.inversion: the feature-inversion attack (docs/privacy.md). A decoder trained on the privacy train
+    split's (static feature, frame) pairs reconstructs the privacy test frames from their features; results in
+    results.json's ``reconstruction`` section (the task's name in ``eval.tasks``)."""
+
+    enabled: bool = Field(False, description="run the attack (also on when eval.tasks names 'reconstruction'); off "
+                          "by default: it decodes the privacy images and trains two decoders")
+    epochs: int = Field(30, ge=1, description="decoder training epochs")
+    lr: float = Field(2e-3, gt=0, description="decoder AdamW learning rate (cosine schedule)")
+    width: int = Field(64, ge=16, description="channels of the decoder's first 4x4 grid (halved per doubling)")
+    batch_size: int = Field(32, ge=1, description="decoder mini-batch")
+    grid_images: int = Field(8, ge=0, description="test images shown in inversion.png (0 = no figure)")
+
+
+class BootstrapConfig(_Section):
+    """eval.bootstrap: the uncertainty of every headline number (splavu_ray.metrics.bootstrap; docs/method.md,
+    "Chance references and intervals")."""
+
+    resamples: int = Field(1000, ge=0, description="percentile-bootstrap resamples of the test videos (images for "
+                           "privacy); 0 = no intervals")
+    seed: int = Field(0, ge=0, description="seed of the resampling (the same resamples score raw and anonymized)")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="coverage of every interval")
+    seeds: int = Field(1, ge=1, le=20, description="training seeds (seed, seed+1, ...) of every attacker, detector "
+                       "and anomaly head (and of the action probe when eval.action.probe=sgd; the logreg probe is "
+                       "deterministic): the headline is their mean, the interval pools the resamples of all seeds")
+    chance_draws: int = Field(10, ge=1, description="random detectors averaged for TAD's chance mAP")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BootstrapConfig":
+        tail = (1.0 - self.confidence) / 2.0
+        if self.resamples and self.resamples * tail < 1.0:
+            raise ValueError(f"eval.bootstrap.resamples={self.resamples} leaves no resample in the tails of a "
+                             f"{self.confidence:g} interval; use at least {math.ceil(1.0 / tail)} (or 0 for none)")
+        return self
+
+
 class EvalConfig(_Section):
     """Evaluation of raw vs anonymized features (splavu_ray.evaluation; README: Evaluation). One section per
     task; the settings every task shares stay here."""
 
-    tasks: list[Literal["privacy", "action", "bias", "reid", "tad", "anomaly"]] | None = Field(
-        None, description="None: privacy and action always; bias, reid, tad and anomaly when the data has the labels "
-        "(skipped with the reason recorded otherwise); a list: exactly those, missing labels are an error",
+    tasks: list[Literal["privacy", "action", "bias", "reid", "tad", "anomaly", "reconstruction", "toyota_bias",
+                       "gait"]] | None = Field(
+        None, description="None: privacy and action always; bias, reid, tad and anomaly when the data has the labels, "
+        "toyota_bias and gait when their manifest is set (skipped with the reason recorded otherwise); a list: "
+        "exactly those, missing labels are an error",
     )
     privacy: PrivacyEvalConfig = Field(default_factory=PrivacyEvalConfig)
     action: ActionEvalConfig = Field(default_factory=ActionEvalConfig)
     bias: BiasEvalConfig = Field(default_factory=BiasEvalConfig)
     reid: ReidEvalConfig = Field(default_factory=ReidEvalConfig)
+    toyota_bias: ToyotaBiasEvalConfig = Field(default_factory=ToyotaBiasEvalConfig)
+    gait: GaitEvalConfig = Field(default_factory=GaitEvalConfig)
     tad: TADTaskConfig = Field(default_factory=TADTaskConfig)
     anomaly: AnomalyTaskConfig = Field(default_factory=AnomalyTaskConfig)
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    inversion: InversionEvalConfig = Field(default_factory=InversionEvalConfig)
+    baselines: list[Literal["downsample2", "downsample4", "blur", "pixelate"]] = Field(
+        default_factory=list, description="pixel-level baselines python -m splavu_ray.evaluate scores next to the "
+        "adapter (also given as baselines=[...]): each transforms the frames before the encoder (data.pixel), "
+        "gets a feature store of its own and runs every task; rows of baselines.md")
+    score_on: Literal["test", "val"] = Field(
+        "test", description="test: the reported protocol; val: a selection split drawn from train and val only "
+        "(what sweeps score every trial on; splavu_ray.evaluation.selection)")
+    selection_holdout: float = Field(0.25, gt=0.0, lt=1.0, description="with score_on=val, the share of a "
+                                     "train-only split (privacy, TAD, anomaly) held out to score on")
     plots: bool = Field(True, description="write the PNG figures and report.html beside results.json")
     batch_size: int = Field(64, ge=1, description="mini-batch of every probe and attacker (raise it for large datasets)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where probes train; auto = cuda when present")

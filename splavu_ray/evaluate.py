@@ -1,10 +1,12 @@
-"""Evaluate an adapter, raw vs anonymized features: ``python -m splavu_ray.evaluate adapter=PATH [--config FILE] [key=value ...]``.
+"""Evaluate an adapter, raw vs anonymized features: ``python -m splavu_ray.evaluate adapter=PATH [baselines=[blur,...]] [--config FILE] [key=value ...]``.
 
 (also run by ``python -m splavu_ray.train`` on the adapter it keeps). Which tasks run and how is
 splavu_ray.evaluation.suite: privacy (worst-case attacker cMAP), action (linear probe top-1), and,
 when the data has their labels, bias, re-identification, TAD and anomaly detection. Writes
 ``output_dir/results.json``, ``results.md`` (the Table 1 layout) and PNGs. Inputs (adapter, feature
 width, manifest labels) are checked before any work; features missing from the cache are extracted.
+``baselines=[downsample2,downsample4,blur,pixelate]`` (``eval.baselines``) also scores pixel-level baselines on
+the same tasks and writes ``baselines.md`` / ``baselines.png`` (splavu_ray.evaluation.baselines).
 """
 
 from __future__ import annotations
@@ -16,9 +18,20 @@ import time
 from .config import CONFIG_DIR, Config, ConfigError, load_config
 from .data.sources import resolve_manifests
 from .distributed.feature_job import ensure_stores
-from .evaluation.suite import backbone_width, evaluate_run, plan_evaluation, report_table, write_outputs
+from .evaluation.baselines import PLOT as BASELINES_PLOT
+from .evaluation.baselines import TABLE as BASELINES_TABLE
+from .evaluation.baselines import comparison_plot, comparison_table
+from .evaluation.suite import (
+    EvalPlan,
+    backbone_width,
+    evaluate_run,
+    plan_evaluation,
+    report_table,
+    table_columns,
+    write_outputs,
+)
 from .evaluation.task import EvalInputError, check_width
-from .models.adapter import AdapterLoadError, load_adapter
+from .models.adapter import AdapterLoadError, AnonymizingAdapter, load_adapter
 from .run_folder import RunFolder
 
 
@@ -29,7 +42,8 @@ def parse_args(argv: list[str] | None) -> tuple[str, Config]:
     args = parser.parse_args(argv)
     # 'adapter=PATH' names the export; 'adapter.*' keys stay config overrides of the adapter section.
     paths = [o.split("=", 1)[1] for o in args.overrides if o.startswith("adapter=")]
-    overrides = [o for o in args.overrides if not o.startswith("adapter=")]
+    # 'baselines=[blur,...]' is eval.baselines: pixel baselines scored next to the adapter
+    overrides = ["eval." + o if o.startswith("baselines=") else o for o in args.overrides if not o.startswith("adapter=")]
     if len(paths) != 1 or not paths[0]:
         raise ConfigError("give the adapter to evaluate exactly once: adapter=PATH (a folder with adapter.json and "
                           "adapter.safetensors, e.g. outputs/splavu-demo/best_adapter)")
@@ -60,9 +74,46 @@ def main(argv: list[str] | None = None) -> int:
                       "feature_store": main_store.root if main_store else None,
                       "backbone": main_store.meta.get("backbone") if main_store else None,
                       "adapter_parameters": adapter.num_parameters(), "wall_time_s": round(time.time() - t0, 1)}
-    paths = write_outputs(results, RunFolder.of(cfg), cfg.eval.plots)
-    print("\n" + report_table(results) + "\n\n" + "\n".join(f"{k}: {p}" for k, p in paths.items()), flush=True)
+    try:
+        baselines = run_baselines(cfg, plan, adapter.dim)
+    except EvalInputError as exc:
+        print(f"error: pixel baseline: {exc}", file=sys.stderr)
+        return 2
+    if baselines:
+        results["baselines"] = {name: {c.header: v[0] for c in table_columns() if (v := c.values(res)) is not None}
+                                for name, res in baselines.items()}
+    folder = RunFolder.of(cfg)
+    paths = write_outputs(results, folder, cfg.eval.plots)
+    table = report_table(results)
+    if baselines:
+        comparison = comparison_table(results, baselines, table_columns())
+        paths["baselines"] = folder.root / BASELINES_TABLE
+        paths["baselines"].write_text(comparison + "\n")
+        if cfg.eval.plots and (plot := comparison_plot(results, baselines, table_columns(), folder.root / BASELINES_PLOT)):
+            paths["baselines_plot"] = plot
+        table += "\n\npixel baselines (each row: its features, every task as above):\n\n" + comparison
+    print("\n" + table + "\n\n" + "\n".join(f"{k}: {p}" for k, p in paths.items()), flush=True)
     return 0
+
+
+def run_baselines(cfg: Config, plan: EvalPlan, dim: int) -> dict[str, dict]:
+    """Every pixel baseline of ``eval.baselines``: its feature store (``data.pixel.transform``, extracted when
+    missing), then the planned tasks with f_A the identity; each one's files under output_dir/baselines/NAME."""
+    identity = AnonymizingAdapter(dim, "mlp", layers=1)  # zero-initialised residual blocks: exactly the identity
+    out = {}
+    for name in cfg.eval.baselines:
+        data = cfg.to_dict()
+        data["data"]["pixel"]["transform"] = name
+        data["eval"]["baselines"] = []
+        data["output_dir"] = str(RunFolder.of(cfg).root / "baselines" / name)
+        bcfg = Config.model_validate(data)
+        print(f"[evaluate] pixel baseline {name}", file=sys.stderr, flush=True)
+        stores = ensure_stores(bcfg, list(plan.manifests.values()))
+        res = evaluate_run(bcfg, identity, plan, stores)
+        res["run"] = {"baseline": name, "pixel": bcfg.data.pixel.model_dump()}
+        write_outputs(res, RunFolder.of(bcfg), plots=False)
+        out[name] = res
+    return out
 
 
 if __name__ == "__main__":

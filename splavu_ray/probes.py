@@ -15,7 +15,7 @@ points between seeds for one and the same adapter (docs/benchmarks.md, "Method p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -94,6 +94,7 @@ class AttackResult:
     cmap: float
     macro_f1: float
     per_attribute: dict[str, float]
+    probs: np.ndarray | None = field(default=None, repr=False)  # (test, attributes): what the bootstrap resamples
 
     def as_dict(self) -> dict:
         return {"cmap": self.cmap, "macro_f1": self.macro_f1, "per_attribute": self.per_attribute}
@@ -112,7 +113,7 @@ def _score(head: nn.Module, xte: torch.Tensor, test_y: np.ndarray, names: Sequen
     with torch.no_grad():
         probs = torch.sigmoid(head(xte)).numpy()
     return AttackResult(metrics.cmap(probs, test_y), metrics.macro_f1(probs, test_y),
-                        metrics.per_attribute_ap(probs, test_y, names))
+                        metrics.per_attribute_ap(probs, test_y, names), probs)
 
 
 def attack(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,

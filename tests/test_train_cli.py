@@ -62,6 +62,12 @@ def test_fresh_then_resumed_run_matches_uninterrupted(tmp_path, cache_dir):
     phases = results["run"]["phases_s"]
     assert set(phases) == {"features", "training", "evaluation"} and all(v > 0 for v in phases.values())
     assert sum(phases.values()) <= results["run"]["wall_time_s"] + 0.5
+    timing = results["timing"]  # the same wall time, finer: Ray Train start-up, the worker's side, each task
+    assert timing["total_s"] == results["run"]["wall_time_s"] and timing["features_s"] == phases["features"]
+    assert timing["training"]["stepper"] == "deepspeed"  # two workers
+    assert {"fit_s", "ray_train_start_stop_s", "worker_setup_s", "worker_epochs_s", "worker_checkpoints_reports_s",
+            "export_s"} <= set(timing["training"])
+    assert {"privacy", "action", "total"} <= set(timing["evaluation_s"])
     assert "privacy cMAP" in full.stdout and "val top-1" in full.stdout
     assert (tmp_path / "full" / "config.yaml").is_file() and (tmp_path / "full" / "deepspeed.json").is_file()
     assert (tmp_path / "full" / "best_adapter" / "adapter.safetensors").is_file()

@@ -1,10 +1,17 @@
-"""Decode videos and images into uint8 RGB frames with PyAV, one sequential pass per file.
+"""Decode videos and images into uint8 RGB frames with PyAV: the planned frames only, seeking to keyframes.
 
 Design (why):
-- Each file is decoded ONCE, front to back, with no per-clip seeking: the indices of every clip
-  (and static frame) of a video are planned first and gathered in the same pass. Only requested
-  frames are converted to RGB (and resized on the fly by libswscale, so hi-res videos never hold
-  full-resolution RGB frames), and decoding stops after the last needed frame.
+- The indices of every clip (and static frame) of a video are planned first and gathered in one go.
+  Only requested frames are converted to RGB (and resized on the fly by libswscale, so hi-res videos
+  never hold full-resolution RGB frames), and decoding stops after the last needed frame.
+- Frames far into a file are reached by SEEKING (:func:`_seek_decode`): the packets are demuxed once,
+  without decoding, into an index (presentation timestamps -> frame numbers, keyframes); each run of
+  wanted frames is decoded from the nearest keyframe at or before it. Frame numbers come from the
+  index, and every decoded frame is checked against it (its timestamp must be the next expected one),
+  so a clip is frame-accurate: the same pixels a decode from the first frame gives. Anything the index
+  cannot vouch for (packets without timestamps, duplicate timestamps, no keyframe flags, a damaged
+  container, a seek that lands past its keyframe, a gap in the decoded frames) falls back to one
+  sequential pass from the start, as does a clip that ends within the first ``SEEK_MIN_FRAME`` frames.
 - Container headers lie (AVI headers, VFR files, truncated files). A header frame count is only a
   hint for planning: the count is verified from the stream itself, by decoding to the end or, when
   decoding stopped early, by demuxing (not decoding) the remaining packets. If the verified count
@@ -68,6 +75,7 @@ class DecodedVideo:
     is_image: bool = False
     problem: str | None = None  # reason of a non-fatal failure (frames are partial)
     warnings: list[str] = field(default_factory=list)
+    seeks: int = 0  # keyframe seeks made (0: one pass from the first frame)
 
 
 def default_min_frames(clip_len: int) -> int:
@@ -401,6 +409,172 @@ def _video_stream(container: Any, uri: str) -> Any:
 
 IndexPlan = Callable[[int], "np.ndarray | Sequence[int]"]
 
+# A plan whose last frame comes before this is decoded in one pass from the start: building the packet
+# index (demuxing the whole file) would cost more than the frames a seek could skip.
+SEEK_MIN_FRAME = 48
+# Within a plan, seek again only to skip more than this many frames (a seek restarts the decoder).
+SEEK_MIN_SKIP = 8
+
+
+@dataclass
+class _PacketIndex:
+    pts: np.ndarray  # int64 presentation timestamps in frame order: frame i has pts[i]
+    rank: dict[int, int]  # pts -> frame index
+    keys: np.ndarray  # int64 frame indices of the keyframes, ascending
+    key_targets: list[tuple[int, ...]]  # per keyframe, the timestamps to try seeking to (pts, then dts)
+
+
+def _packet_index(container: Any, stream: Any) -> _PacketIndex | None:
+    """Demux (not decode) every packet of ``stream``: the frame numbering a sequential decode gives,
+    and the keyframes. None when the packets cannot vouch for it (see the module doc)."""
+    pts: list[int] = []
+    dts: list[int] = []
+    key: list[bool] = []
+    try:
+        for p in container.demux(stream):
+            if not p.size:
+                if p.pts is None and p.dts is None:
+                    continue  # the empty packet PyAV yields at the end of the stream
+                return None  # an empty packet that stands for a (dropped) frame
+            if p.pts is None:
+                return None
+            pts.append(int(p.pts))
+            dts.append(int(p.dts) if p.dts is not None else int(p.pts))
+            key.append(bool(p.is_keyframe))
+    except _MEDIA_ERRORS:
+        return None
+    if not pts or not any(key):
+        return None
+    order = np.argsort(np.asarray(pts, np.int64), kind="stable")
+    sorted_pts = np.asarray(pts, np.int64)[order]
+    if np.any(np.diff(sorted_pts) == 0):
+        return None
+    rank = np.empty(len(pts), np.int64)
+    rank[order] = np.arange(len(pts))
+    key_packets = sorted(np.flatnonzero(key).tolist(), key=lambda i: rank[i])
+    targets = [tuple(dict.fromkeys((pts[i], min(dts[i], pts[i])))) for i in key_packets]
+    return _PacketIndex(sorted_pts, dict(zip(sorted_pts.tolist(), range(len(pts)))),
+                        rank[key_packets].astype(np.int64), targets)
+
+
+def _runs(want: Sequence[int], keys: np.ndarray) -> list[tuple[int, list[int]]]:
+    """Wanted frames (ascending) grouped into (keyframe position in ``keys``, frames) runs: a new run,
+    reached by a seek, starts wherever a keyframe lies more than ``SEEK_MIN_SKIP`` frames after the
+    previous wanted frame (decoding on from there would cost more than starting at that keyframe)."""
+    runs: list[tuple[int, list[int]]] = []
+    for w in want:
+        k = int(np.searchsorted(keys, w, side="right")) - 1
+        if runs and (k < 0 or keys[k] <= runs[-1][1][-1] + SEEK_MIN_SKIP):
+            runs[-1][1].append(w)
+        else:
+            runs.append((max(k, 0), [w]))
+    return runs
+
+
+class _SeekFailed(Exception):
+    """The seek path cannot vouch for frame numbers here: fall back to one sequential pass."""
+
+
+def _decode_run(container: Any, stream: Any, index: _PacketIndex, key_pos: int, frames_wanted: list[int],
+                want: set[int], out: dict[int, np.ndarray], size: int | None, display: list[Any]) -> int:
+    """Seek to keyframe ``key_pos`` and decode until the last of ``frames_wanted``; returns the seeks made.
+
+    The frames between the keyframe and the first wanted one (the pre-roll) are only decoded for their
+    references: the decoder skips non-reference frames there. From the first wanted frame on, every frame
+    is decoded and must carry the next frame number of the index."""
+    first, last = frames_wanted[0], frames_wanted[-1]
+    if index.keys[key_pos] > first:
+        raise _SeekFailed(f"no keyframe at or before frame {first}")
+    ctx = stream.codec_context
+    try:
+        for attempt, target in enumerate(index.key_targets[key_pos]):
+            container.seek(int(target), backward=True, any_frame=False, stream=stream)
+            started: int | None = None
+            skipping = False
+            expect = first
+            for packet in container.demux(stream):
+                if started is None:
+                    if not packet.size:
+                        break
+                    if not packet.is_keyframe:
+                        continue  # a demuxer that resyncs before a keyframe: never feed the decoder mid-GOP
+                    started = index.rank.get(int(packet.pts)) if packet.pts is not None else None
+                    if started is None:
+                        raise _SeekFailed("a packet after the seek is not in the index")
+                    if started > first:
+                        break  # landed past the keyframe: try the next target (its dts), else give up
+                    skipping = started < first
+                    ctx.skip_frame = "NONREF" if skipping else "DEFAULT"
+                if skipping:
+                    r = index.rank.get(int(packet.pts)) if packet.pts is not None else None
+                    if r is None or r >= first:  # the first packet shown from ``first`` on: decode all again
+                        ctx.skip_frame, skipping = "DEFAULT", False
+                for frame in stream.decode(packet):
+                    r = index.rank.get(int(frame.pts)) if frame.pts is not None else None
+                    if r is None:
+                        raise _SeekFailed("a decoded frame has no timestamp of the index")
+                    if r < first:
+                        continue  # pre-roll, or a leading picture of an open GOP shown before its keyframe
+                    if r != expect:
+                        raise _SeekFailed(f"decoded frame {r} where frame {expect} was expected")
+                    expect += 1
+                    if r in want:
+                        if not display:  # (transform, rotation, mirrored, warning) of the display matrix
+                            display.extend(_display_transform(frame))
+                        out[r] = display[0](_to_rgb(frame, size))
+                    if r >= last:
+                        return attempt + 1
+            if started is not None and started <= first:
+                raise _SeekFailed(f"the stream ended at frame {expect - 1}, before frame {last}")
+        raise _SeekFailed(f"seeking did not land at or before frame {first}")
+    finally:
+        ctx.skip_frame = "DEFAULT"
+
+
+def _seek_decode(container: Any, stream: Any, f: IO[bytes], fsize: int, wanted: np.ndarray,
+                 plan: IndexPlan | None, n_plan: int | None, size: int | None, num_frames: int | None,
+                 header: int | None, nominal_fps: float) -> tuple[DecodedVideo | None, np.ndarray, int | None]:
+    """The frames ``wanted`` by seeking to keyframes (module doc). Returns (video, wanted, n_plan); video is
+    None when the sequential pass must do it, with ``wanted`` re-planned if the index found another count."""
+    index = _packet_index(container, stream)
+    if index is None or container_problem(f, fsize):
+        return None, wanted, n_plan
+    n = len(index.pts)
+    if plan is not None and n != n_plan:  # the header (or the caller) was wrong: plan on the true count
+        wanted, n_plan = np.asarray(plan(n), dtype=np.int64), n
+    clamped = np.minimum(wanted, n - 1)
+    want = sorted(set(clamped.ravel().tolist()))
+    frames: dict[int, np.ndarray] = {}
+    display: list[Any] = []  # every decoded frame carries the stream's display matrix
+    seeks = 0
+    try:
+        for key_pos, run in _runs(want, index.keys):
+            seeks += _decode_run(container, stream, index, key_pos, run, set(run), frames, size, display)
+    except (_SeekFailed, *_MEDIA_ERRORS):
+        return None, wanted, n_plan
+    _, rotation, mirrored, warning = display
+    warnings: list[str] = [warning] if warning else []
+    source = "trusted" if num_frames and num_frames == n else "packets"
+    if num_frames and n != num_frames:
+        warnings.append(f"frame count: the caller said {num_frames}, the stream has {n}")
+    elif not num_frames and header is not None and n != header:
+        warnings.append(f"frame count: the header claims {header}, the stream has {n}")
+    span = float((index.pts[-1] - index.pts[0]) * stream.time_base) if n > 1 and stream.time_base else 0.0
+    stacked = np.stack([frames[i] for i in clamped.ravel().tolist()])
+    return DecodedVideo(
+        frames=stacked.reshape(clamped.shape + stacked.shape[1:]),
+        indices=clamped,
+        num_frames=n,
+        num_frames_source=source,
+        fps=(n - 1) / span if span > 0 else nominal_fps,
+        padded=int((wanted > n - 1).sum()),
+        rotation=rotation,
+        mirrored=mirrored,
+        header_frames=header,
+        warnings=warnings,
+        seeks=seeks,
+    ), wanted, n_plan
+
 
 def decode_video(
     uri: str,
@@ -408,14 +582,17 @@ def decode_video(
     *,
     size: int | None = None,
     num_frames: int | None = None,
+    seek: bool = True,
 ) -> DecodedVideo:
-    """Decode the frames ``indices`` of a video (or image) in one sequential pass.
+    """Decode the frames ``indices`` of a video (or image), seeking to keyframes where that saves work.
 
     indices: None = every frame; an array of frame indices of any shape (repeats allowed; negative
       ones count from the end and make the whole file decode); or a plan ``f(n) -> indices`` called
       with the best known frame count, re-called if the stream turns out to hold a different count.
     size: resize so that the short side is ``size`` pixels (done while converting, per frame).
-    num_frames: a frame count the caller trusts (skips verifying the header's).
+    num_frames: a frame count the caller trusts (skips verifying the header's; the seek path counts the
+      packets anyway and re-plans when they disagree).
+    seek: False decodes in one sequential pass from the first frame (the seek path gives the same frames).
     Indices past the last frame are clamped to it and counted in ``padded``.
     """
     plan = indices if callable(indices) else None
@@ -438,6 +615,18 @@ def decode_video(
             want = None if wanted is None else set(wanted[wanted >= 0].tolist())
             stop = None if wanted is None or negative or not want else max(want)
             verify = plan is not None and num_frames is None
+            raw = header is None and not num_frames
+            if seek and want and not negative and not is_image and not raw and max(want) >= SEEK_MIN_FRAME:
+                video, wanted, n_plan = _seek_decode(container, stream, f, fsize, wanted, plan, n_plan, size,
+                                                     num_frames, header, nominal_fps)
+                if video is not None:
+                    return video
+                want = set(wanted[wanted >= 0].tolist())  # re-planned if the index counted other frames
+                stop = max(want) if want else None
+                container.close()  # start again from the first byte for the sequential pass
+                f.seek(0)
+                container = _open_container(f, fsize, uri)
+                stream = container.streams.video[0]
             s = _scan(container, stream, want, stop, size, count_rest=verify, keep_tail=max(negative, 1))
             problem = container_problem(f, fsize) if (s.reached_end or s.error or not s.count) else None
             if problem == "corrupt" and s.reached_end and s.count:

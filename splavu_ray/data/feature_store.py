@@ -70,6 +70,8 @@ def store_key(cfg: Config, manifest_path: str) -> str:
     ident["skip_splits"] = sorted(d.skip_feature_splits)
     if d.min_frames is not None:  # unset (half a clip) keeps the identity stores had before the setting existed
         ident["min_frames"] = d.min_frames
+    if d.pixel.transform is not None:  # a pixel baseline's frames: a store of its own (data.pixel)
+        ident["pixel"] = d.pixel.model_dump()
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -11,6 +11,11 @@ Why it looks like this (docs/synthetic.md has the full description):
   depend on the number of workers or on the order in which items are rendered.
 - Labels (subjects, actions, segments, anomalies) are planned in the parent process, cheaply; workers
   only render and encode pixels.
+- The test split's subjects are not the train/val subjects f_A trains on, so re-identification on test
+  measures unseen people.
+- ``cfg.domain`` picks the renderer: ``studio`` (this module) or ``urban`` (synthetic_urban: other
+  figures, scenes, light, camera motion, frame size and clip length). The plan is the same for both, so
+  the labels are too (only the trimmed clips' frame count differs).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from ..config import SyntheticConfig
 from ..progress import Progress
 from .manifest import write_manifest
 
-GENERATOR_VERSION = "1"  # bump whenever the pixels or labels change: it is part of the cache key
+GENERATOR_VERSION = "3"  # bump whenever the pixels or labels change: it is part of the cache key
 DATASET = "synthetic"
 ACTIONS: tuple[str, ...] = (
     "wave", "clap", "walk", "jump", "squat", "spin", "kick", "bow", "raise_arms", "lower_arms",
@@ -48,9 +53,15 @@ ATTRIBUTES: tuple[str, ...] = ("skin_dark", "gender_f", "face_visible", "scene_o
 ANOMALIES: tuple[str, ...] = ("fall", "erratic", "object")
 # Target prevalence of the subject-level attributes (scene_outdoor is drawn per video with p=0.5).
 PREVALENCE = {"skin_dark": 0.5, "gender_f": 0.5, "face_visible": 0.6, "clothing_red": 0.4}
-NUM_SUBJECTS = 60  # shared by train/val/test/untrimmed splits so that subjects recur
+# f_A trains on the train/val subjects; test holds other people, so re-identification (scored on test) asks
+# whether f_A hides identities it never saw (the CASIA-B protocol on unseen subjects).
+NUM_TRAIN_SUBJECTS = 36  # train and val
+NUM_TEST_SUBJECTS = 24  # test (re-id chance 1/24); the untrimmed splits draw from both pools
+DOMAINS = ("studio", "urban")  # the first is the default; see synthetic_urban for the second
 NUM_PRETRAIN_SUBJECTS = 24  # disjoint pool: the demo encoder never sees an evaluation subject
-UNTRIMMED_SECONDS = 12.0
+UNTRIMMED_SECONDS = 8.0  # short untrimmed videos: many of them cost fewer windows than a few long ones
+EVENT_SECONDS = {"action": (2.0, 3.0), "anomaly": (2.0, 3.0)}  # 2-3 one-second windows per event
+MIN_GAP_SECONDS = 0.5  # idle between events
 BIASED_SPLITS = ("train", "val")  # test and pretrain stay balanced (NTU-Bias protocol)
 CODEC_OPTIONS = {"crf": "18", "preset": "veryfast", "g": "16", "bf": "0", "threads": "1"}
 
@@ -257,8 +268,8 @@ class Event:
 def plan_timeline(rng: np.random.Generator, n_frames: int, fps: float, kinds: list[tuple[str, str]]) -> list[Event]:
     """Place events (kind, label) in random order, non-overlapping, separated by idle gaps."""
     kinds = [kinds[i] for i in rng.permutation(len(kinds))]
-    lengths = [round(fps * rng.uniform(*((1.25, 2.25) if k == "action" else (1.5, 2.5)))) for k, _ in kinds]
-    min_gap = max(1, round(0.3 * fps))
+    lengths = [round(fps * rng.uniform(*EVENT_SECONDS[k])) for k, _ in kinds]
+    min_gap = max(1, round(MIN_GAP_SECONDS * fps))
     while kinds and sum(lengths) + min_gap * (len(kinds) + 1) > n_frames:  # tiny configs: drop what won't fit
         kinds, lengths = kinds[:-1], lengths[:-1]
     spare = n_frames - sum(lengths) - min_gap * (len(kinds) + 1)
@@ -470,7 +481,7 @@ def render(
     joints = {k: np.stack([view.ground_x + view.scale * v[:, 0], view.ground_y + view.scale * (v[:, 1] - 0.44)], -1)
               .astype(np.float32) for k, v in skeleton(pose, app).items()}
     flicker = 1 + 0.01 * rng.standard_normal(n).astype(np.float32)
-    obj_path = _object_path(rng, n, res) if obj is not None and obj.any() else None
+    obj_path = _object_path(rng, obj, res) if obj is not None and obj.any() else None
     out = np.empty((n, res, res, 3), np.uint8)
     for lo in range(0, n, chunk):
         sl = slice(lo, min(n, lo + chunk))
@@ -478,18 +489,20 @@ def render(
         paint(img, actor_shapes({k: v[sl] for k, v in joints.items()}, app, view.scale))
         if obj_path is not None:  # a ball hurled across the scene (parked far off-frame when absent)
             path = np.where(obj[sl, None], obj_path[sl], np.float32(-10 * res))
-            paint(img, [([path], 0.07 * res, (255.0, 240.0, 20.0))])
+            paint(img, [([path], 0.2 * res, (255.0, 200.0, 0.0))])
         noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(view.noise)
         img = img * view.gain * flicker[sl, None, None, None] + noise
         out[sl] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
-def _object_path(rng: np.random.Generator, n: int, res: int) -> np.ndarray:
-    start, end = rng.uniform(-0.1, 1.1, 2) * res, rng.uniform(-0.1, 1.1, 2) * res
-    start[0], end[0] = (-0.1 * res, 1.1 * res) if rng.random() < 0.5 else (1.1 * res, -0.1 * res)
-    u = ((np.arange(n) * rng.uniform(0.9, 1.3)) % 24) / 24  # crosses the frame every ~24 frames
-    return (start[None] + u[:, None] * (end - start)[None]).astype(np.float32)
+def _object_path(rng: np.random.Generator, obj: np.ndarray, res: int) -> np.ndarray:
+    """A big ball rolling once across the frame, low over the ground, during the frames flagged in ``obj``:
+    in view for the whole event, so every window inside it shows it."""
+    u = np.clip((np.cumsum(obj) - 1) / max(int(obj.sum()) - 1, 1), 0.0, 1.0)
+    x0, x1 = (-0.1 * res, 1.1 * res) if rng.random() < 0.5 else (1.1 * res, -0.1 * res)
+    y = res * rng.uniform(0.55, 0.7) - 0.08 * res * np.abs(np.sin(3 * np.pi * u))  # a few low bounces
+    return np.stack([x0 + u * (x1 - x0), y], -1).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- files
@@ -569,12 +582,38 @@ def _biased_groups(rng: np.random.Generator, actions: np.ndarray, bias: float) -
     return female
 
 
+def subject_pool(split: str) -> str:
+    """Which subjects a trimmed split draws from: 'pretrain', 'unseen' (test) or 'seen' (train, val, others)."""
+    return {"pretrain": "pretrain", "test": "unseen"}.get(split, "seen")
+
+
+def trimmed_length(cfg: SyntheticConfig) -> int:
+    """Frames per trimmed video in the configured domain (urban clips are longer)."""
+    if cfg.domain == "urban":
+        from .synthetic_urban import trimmed_frames
+
+        return trimmed_frames(cfg.num_frames)
+    return cfg.num_frames
+
+
+def frame_size(cfg: SyntheticConfig) -> tuple[int, int]:
+    """(height, width) of every frame in the configured domain."""
+    if cfg.domain == "urban":
+        from .synthetic_urban import frame_size as urban_size
+
+        return urban_size(cfg.resolution)
+    return cfg.resolution, cfg.resolution
+
+
 def plan(cfg: SyntheticConfig) -> list[Item]:
     """Every item of the dataset with its final labels (cheap: no pixels)."""
     if cfg.resolution % 2:
         raise ValueError(f"synthetic.resolution must be even for yuv420p H.264, got {cfg.resolution}")
     rng = np.random.default_rng([cfg.seed % 2**64, 1])
-    subjects = {"main": make_subjects(rng, NUM_SUBJECTS, "s"), "pretrain": make_subjects(rng, NUM_PRETRAIN_SUBJECTS, "p")}
+    subjects = {"seen": make_subjects(rng, NUM_TRAIN_SUBJECTS, "s"), "pretrain": make_subjects(rng, NUM_PRETRAIN_SUBJECTS, "p"),
+                "unseen": make_subjects(rng, NUM_TEST_SUBJECTS, "u")}
+    everyone = subjects["seen"] + subjects["unseen"]
+    trimmed_frames = trimmed_length(cfg)
     items: list[Item] = []
 
     def video_row(split: str, i: int, app: Appearance, outdoor: bool, n: int, **extra: Any) -> tuple[dict, str]:
@@ -586,15 +625,15 @@ def plan(cfg: SyntheticConfig) -> list[Item]:
 
     for split, count in cfg.videos_per_split.items():  # trimmed action videos
         srng = np.random.default_rng([cfg.seed % 2**64, 2, zlib.crc32(split.encode())])
-        pool = subjects["pretrain" if split == "pretrain" else "main"]
+        pool = subjects[subject_pool(split)]
         actions = srng.permutation(np.arange(count) % len(ACTIONS))  # balanced classes
         female = _biased_groups(srng, actions, cfg.bias if split in BIASED_SPLITS else 0.0)
         groups = {g: [s for s in pool if s.female == g] for g in (True, False)}
         for i, (a, f) in enumerate(zip(actions, female)):
             app = groups[bool(f)][srng.integers(len(groups[bool(f)]))]
             outdoor = bool(srng.random() < 0.5)
-            row, path = video_row(split, i, app, outdoor, cfg.num_frames, action=ACTIONS[a], action_id=int(a))
-            items.append(Item(row, path, app, outdoor, _key(cfg.seed, split, i), ACTIONS[a], n_frames=cfg.num_frames))
+            row, path = video_row(split, i, app, outdoor, trimmed_frames, action=ACTIONS[a], action_id=int(a))
+            items.append(Item(row, path, app, outdoor, _key(cfg.seed, split, i), ACTIONS[a], n_frames=trimmed_frames))
 
     n_long = round(UNTRIMMED_SECONDS * cfg.fps)
     for part, count in cfg.untrimmed_videos.items():  # THUMOS and UCF-Crime analogues
@@ -603,12 +642,13 @@ def plan(cfg: SyntheticConfig) -> list[Item]:
             srng = np.random.default_rng([cfg.seed % 2**64, 3, zlib.crc32(split.encode())])
             abnormal = srng.permutation(np.arange(count) < (count + 1) // 2) if task == "anomaly" else np.zeros(count, bool)
             for i in range(count):
-                app = subjects["main"][srng.integers(NUM_SUBJECTS)]
+                app = everyone[srng.integers(len(everyone))]
                 outdoor = bool(srng.random() < 0.5)
-                n_act = int(srng.integers(2, 5) if task == "tad" else srng.integers(1, 3) if abnormal[i] else srng.integers(2, 4))
-                kinds = [("action", ACTIONS[srng.integers(len(ACTIONS))]) for _ in range(n_act)]
+                # Two events per video. An anomalous video swaps one action for its anomaly, so the number of
+                # events and the idle time say nothing about the label: only what happens does.
+                kinds = [("action", ACTIONS[srng.integers(len(ACTIONS))]) for _ in range(2 - int(abnormal[i]))]
                 if abnormal[i]:
-                    kinds += [("anomaly", ANOMALIES[srng.integers(len(ANOMALIES))]) for _ in range(1 + int(srng.random() < 0.3))]
+                    kinds.append(("anomaly", ANOMALIES[srng.integers(len(ANOMALIES))]))
                 events = plan_timeline(srng, n_long, cfg.fps, kinds)
                 segs = [{"start": e.start / cfg.fps, "end": e.end / cfg.fps, "label": e.label} for e in events if e.kind == "action"]
                 anoms = [{"start": e.start / cfg.fps, "end": e.end / cfg.fps} for e in events if e.kind == "anomaly"]
@@ -631,25 +671,34 @@ def plan(cfg: SyntheticConfig) -> list[Item]:
 # --------------------------------------------------------------------------- rendering and generation
 
 
-def render_item(item: Item, cfg: SyntheticConfig) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 of one item; depends only on the item and cfg."""
-    rng = np.random.default_rng(list(item.seed))
-    res, fps = cfg.resolution, cfg.fps
-    bg = background(rng, item.outdoor, res)
-    view = View.sample(rng, res, item.app)
+def item_pose(item: Item, fps: int, rng: np.random.Generator) -> tuple[Pose, np.ndarray | None]:
+    """The motion of one item (shared by both domains: it is what the labels mean) and, for untrimmed
+    videos, the per-frame flags of the 'object' anomaly (None otherwise)."""
     if item.events or item.row["media"] == "video" and item.action is None:
-        pose, obj = timeline_pose(item.events, item.n_frames, fps, item.app, rng)
-        return render(pose, item.app, bg, view, rng, obj)
+        return timeline_pose(item.events, item.n_frames, fps, item.app, rng)
     if item.row["media"] == "image":  # one instant of a random action
         t = np.array([rng.uniform(0, 2.0)], np.float32)
-        pose = action_pose(item.action, t, 2.0, Motion.sample(rng, item.app), idle_pose(t, item.app, rng.random()))
-        return render(pose, item.app, bg, view, rng)
+        return action_pose(item.action, t, 2.0, Motion.sample(rng, item.app), idle_pose(t, item.app, rng.random())), None
     t = np.arange(item.n_frames) / fps
     motion = Motion.sample(rng, item.app)
     pose = action_pose(item.action, t, item.n_frames / fps, motion, idle_pose(t, item.app, rng.random()))
     if item.action == "walk":  # centre the walk on the standing point so position says nothing about direction
         pose["x"] -= (pose["x"][0] + pose["x"][-1]) / 2
-    return render(pose, item.app, bg, view, rng)
+    return pose, None
+
+
+def render_item(item: Item, cfg: SyntheticConfig) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of one item; depends only on the item and cfg."""
+    rng = np.random.default_rng(list(item.seed))
+    if cfg.domain == "urban":  # the second domain: its own renderer, the same motion and labels
+        from .synthetic_urban import render_urban
+
+        pose, obj = item_pose(item, cfg.fps, rng)
+        return render_urban(item, cfg, pose, obj)
+    bg = background(rng, item.outdoor, cfg.resolution)
+    view = View.sample(rng, cfg.resolution, item.app)
+    pose, obj = item_pose(item, cfg.fps, rng)
+    return render(pose, item.app, bg, view, rng, obj)
 
 
 def _write_items(root: str, cfg_json: str, items: list[Item]) -> int:

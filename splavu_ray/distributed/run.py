@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class TrainedAdapter:
     adapter: AnonymizingAdapter
     path: Path  # the exported folder (best_adapter, or adapter when no epoch was selected)
     state: dict[str, Any]  # the loop's final state: best_epoch, best_val_top1, history
+    timing: dict[str, Any] = field(default_factory=dict)  # where training's wall time went (results.json "timing")
 
 
 def fit_and_export(cfg: Config, folder: RunFolder, feature_store: str | None,
@@ -40,13 +41,29 @@ def fit_and_export(cfg: Config, folder: RunFolder, feature_store: str | None,
     """Train with Ray Train (or resume the same run_name), copy the adapters into the folder, load the kept one.
     ``tracking_run_id``: the MLflow run the workers log each epoch to."""
     d = cfg.data
+    t0 = time.time()
     result = fit(cfg, feature_store, [d.train_split], [d.val_split], manifest_path=manifest_path,
                  tracking_run_id=tracking_run_id)
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
+    t_fit = time.time()
     exported = export_from_result(result, folder)
     path = exported.get(BEST_ADAPTER) or exported[LATEST_ADAPTER]
-    return TrainedAdapter(load_adapter(path), path, exported["state"])
+    trained = TrainedAdapter(load_adapter(path), path, exported["state"])
+    trained.timing = training_timing(t_fit - t0, exported["state"].get("timing") or {}, time.time() - t_fit)
+    return trained
+
+
+def training_timing(fit_s: float, worker: dict[str, Any], export_s: float) -> dict[str, Any]:
+    """Where a TorchTrainer.fit's wall time went: the worker's own account (its setup: data, model, optimizer or
+    DeepSpeed engine; the epochs; checkpoint writes and report round trips, up to its last checkpoint) and the
+    rest, Ray Train starting and stopping the worker group (process start, imports, the last report)."""
+    inside = sum(float(worker.get(k, 0.0)) for k in ("setup_s", "epochs_s", "checkpoints_reports_s"))
+    return {"stepper": worker.get("stepper"), "fit_s": round(fit_s, 2),
+            "ray_train_start_stop_s": round(max(fit_s - inside, 0.0), 2),
+            **{f"worker_{k}": round(float(worker[k]), 2) for k in ("setup_s", "epochs_s", "checkpoints_reports_s")
+               if k in worker},
+            "export_s": round(export_s, 2)}
 
 
 def train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: dict[str, FeatureStore],
@@ -104,6 +121,10 @@ def _train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: 
                       # where the wall time went: Ray Train (start-up included) and evaluation, after the caller's
                       "phases_s": {**(phases or {}), "training": round(t_trained - t0, 1),
                                    "evaluation": round(time.time() - t_trained, 1)}}
+    # The same wall time, finer: Ray Train start-up, the worker's setup / epochs / reports, evaluation per task.
+    results["timing"] = {**{f"{k}_s": v for k, v in (phases or {}).items()}, "training": trained.timing,
+                         "evaluation_s": {**results.get("timing_s", {}), "total": results["run"]["phases_s"]["evaluation"]},
+                         "total_s": results["run"]["wall_time_s"]}
     if tracking_run_id:
         results["run"]["mlflow_run_id"] = tracking_run_id
     write_outputs(results, folder, cfg.eval.plots, history=state["history"])

@@ -1,17 +1,28 @@
 """The one place splavu_ray starts or joins Ray.
 
-``connect(cfg)`` joins the cluster named by ``ray.address`` (or ``RAY_ADDRESS``, as under
-``ray job submit``), or starts a local Ray when there is none. It also sets the environment the
-Ray Train workers need (:func:`worker_env`) both on this process (local workers inherit it) and in
-the job's runtime environment (remote workers get it from there).
+``connect(cfg)`` joins the cluster named by ``ray.address``, else by ``RAY_ADDRESS`` (as under
+``ray job submit``); with neither it starts a fresh local Ray of its own, and never joins a cluster
+that ``ray start`` happens to have left on this machine. Its first output line says which. A cluster
+it cannot join (unreachable, wrong token) fails at once with a message that names the fix. It also sets
+the environment the Ray Train workers need (:func:`worker_env`) both on this process (local workers
+inherit it) and in the job's runtime environment (remote workers get it from there).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+from urllib.parse import urlsplit
 
-from ..config import Config
+from ..config import Config, ConfigError
+
+# Seconds to wait for a cluster's head to accept a TCP connection before giving up on it.
+REACH_TIMEOUT_S = 5.0
+
+
+class ClusterJoinError(ConfigError):
+    """The configured Ray cluster cannot be joined. The message names the address and the fix."""
 
 
 def worker_env(cfg: Config) -> dict[str, str]:
@@ -24,11 +35,35 @@ def worker_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-def connect(cfg: Config, *, local_only: bool = False) -> None:
-    """Join or start Ray once per process (a no-op when Ray is already up).
+def target(cfg: Config) -> tuple[str, str]:
+    """(address for ray.init, where it came from): ``ray.address``, else ``RAY_ADDRESS``, else "local"."""
+    if cfg.ray.address:
+        return cfg.ray.address, "ray.address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    return "local", "neither ray.address nor RAY_ADDRESS is set"
 
-    ``local_only``: start a Ray of this process's own unless an address is configured, never joining a
-    cluster that another job happens to run on this machine (benchmarks use this)."""
+
+def check_reachable(address: str, source: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Fail at once when a HOST:PORT (or ray://HOST:PORT) head does not accept connections, instead of
+    Ray's own retries followed by a traceback."""
+    if address in ("local", "auto") or "://" in address and not address.startswith("ray://"):
+        return
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    if not parts.hostname or parts.port is None:
+        raise ClusterJoinError(f"Ray address {address!r} (from {source}) is not HOST:PORT; give the head's GCS "
+                               "address, e.g. 10.0.0.5:6379, or ray.address=local for a Ray of this process's own")
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterJoinError(
+            f"cannot reach the Ray cluster at {address} (from {source}): {exc.strerror or exc}. Is the head up "
+            "(`ray status` on it) and its port open to this machine? Unset RAY_ADDRESS (or set ray.address=local) "
+            "to run on a fresh local Ray instead") from None
+
+
+def connect(cfg: Config) -> None:
+    """Join the configured cluster or start a fresh local Ray, once per process (a no-op when Ray is up)."""
     import ray
 
     if ray.is_initialized():
@@ -36,15 +71,43 @@ def connect(cfg: Config, *, local_only: bool = False) -> None:
     env = worker_env(cfg)
     for k, v in env.items():
         os.environ.setdefault(k, v)
-    address = cfg.ray.address
-    if address is None and local_only and not os.environ.get("RAY_ADDRESS"):
-        address = "local"
-    # address None: ray.init joins RAY_ADDRESS (ray job submit) or the cluster `ray start` left on this
-    # machine, else starts a local Ray. A local Ray keeps its dashboard (Ray Train V2's placement-group
-    # cleaner queries the state API through it); Ray binds it to loopback by default.
+    address, source = target(cfg)
+    if address == "local":
+        print(f"[splavu] Ray: starting a fresh local Ray on this machine ({source})", flush=True)
+    else:
+        print(f"[splavu] Ray: joining the cluster at {address} (from {source})", flush=True)
+        check_reachable(address, source)
+        # Ray retries a head that refuses this client (e.g. a wrong token) for ~20 s; 5 s is plenty for a
+        # head that accepted the TCP connection above (an operator's own setting wins).
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
+    # A local Ray keeps its dashboard (Ray Train V2's placement-group cleaner queries the state API
+    # through it); Ray binds it to loopback by default.
     # Under `ray job submit` Ray merges our runtime_env into the job's and refuses a key set in both:
     # the job's own env_vars win.
     job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
     taken = set(((job_env.get("runtime_env") or {}).get("env_vars") or {}))
     env = {k: v for k, v in env.items() if k not in taken}
-    ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    try:
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    except Exception as exc:  # noqa: BLE001 - Ray raises several types here; the user needs the fix, not a trace
+        if address == "local":
+            raise
+        raise ClusterJoinError(join_failure(address, source, exc)) from None
+    if address != "local":
+        print(f"[splavu] Ray: joined ({len(ray.nodes())} node(s), resources {ray.cluster_resources()})", flush=True)
+
+
+def join_failure(address: str, source: str, exc: BaseException) -> str:
+    """The message for a cluster that answered but could not be joined."""
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 8:  # Ray wraps the reason (e.g. a bad token) in its cause
+        chain.append(str(cause).lower())
+        cause = cause.__cause__ or cause.__context__
+    if any("auth" in c or "token" in c for c in chain):
+        fix = ("the cluster uses token authentication and this client's token does not match: set RAY_AUTH_MODE=token "
+               "and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token (docs/cluster.md)")
+    else:
+        fix = ("check the address, that this client's Ray and Python versions match the cluster's, and the "
+               "cluster's auth settings (docs/cluster.md); or unset RAY_ADDRESS / set ray.address=local")
+    return f"cannot join the Ray cluster at {address} (from {source}): {text}. Fix: {fix}"

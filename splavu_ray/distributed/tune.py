@@ -84,7 +84,8 @@ def run_trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     # searcher offers no public way to add attributes to the Optuna trial it created.
     record = {"params": params, "tune_trial_id": trial_id, "trial_dir": str(folder.root),
               "privacy_metric": obj["privacy_metric"], "raw": obj["raw"], "best_epoch": results["run"]["best_epoch"],
-              "train_eval_s": round(time.time() - t0, 1), "finished": time.time()}
+              "train_eval_s": round(time.time() - t0, 1), "finished": time.time(),
+              "timing": results.get("timing")}  # where the trial's time went (results.json "timing")
     folder.trial_record.write_text(json.dumps(record, indent=1))
     ray.tune.report(obj["values"])
 

@@ -4,7 +4,12 @@ Per worker: the frozen backbone (online mode only) stays OUTSIDE DeepSpeed; f_A 
 DeepSpeed engine (ZeRO stage 0-3). Each epoch is :func:`splavu_ray.training.loop.run_epoch`; every
 ``train.checkpoint_every`` epochs all ranks save the DeepSpeed state into one Ray checkpoint, to which
 rank 0 adds the loop's state and the consolidated adapter exports (latest, and the one the selection
-rule keeps).
+rule keeps). Metrics go to Ray Train with each checkpoint (``train.report_every``): every report is a
+round trip that waits for the controller's poll.
+
+A run with ONE worker (a sweep trial) has nothing for ZeRO to shard: with ``deepspeed.single_worker:
+torch`` (the default; fp32 only) it steps with plain torch AdamW + clipping (the loop's ``TorchStepper``,
+the same updates) and saves its state as safetensors + JSON, without starting a DeepSpeed engine.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from ..progress import eta
 from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER
 from ..tracking import EpochLogger
 from ..training.batches import CachedSource
-from ..training.loop import epoch_line, new_state, run_epoch, steps_per_epoch, total_epochs
+from ..training.loop import TorchStepper, epoch_line, new_state, run_epoch, steps_per_epoch, total_epochs
 from ..training.model import build_model
 from ..training.schedule import build_optimizer
 from ..training.steps import Objective
-from .deepspeed_config import deepspeed_config, use_bf16
+from .deepspeed_config import build_no_ops, deepspeed_config, use_bf16
 from .online_source import OnlineSource, say
 
 STATE_TAG = "state"
@@ -50,10 +55,23 @@ class DeepSpeedStepper:
     def lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
 
+    def save(self, folder) -> None:
+        self.engine.save_checkpoint(folder, tag=STATE_TAG)
 
-def _adapter_state(engine, stage: int) -> dict[str, torch.Tensor]:
-    """Full f_A weights on every rank (gathers ZeRO-3 partitions; collective, call on all ranks)."""
-    module = engine.module.adapter
+    def load(self, folder) -> None:
+        self.engine.load_checkpoint(folder, tag=STATE_TAG)
+
+
+def uses_deepspeed(cfg: Config, world: int) -> bool:
+    """Whether the workers step through a DeepSpeed engine: always with several workers or bf16; with one
+    fp32 worker only when ``deepspeed.single_worker`` says so (else plain torch, the same updates)."""
+    return world > 1 or use_bf16(cfg) or cfg.deepspeed.single_worker == "deepspeed"
+
+
+def _adapter_state(model, stage: int) -> dict[str, torch.Tensor]:
+    """Full f_A weights on every rank (gathers ZeRO-3 partitions; collective, call on all ranks). ``model``: the
+    SplavuModel (a DeepSpeed engine wraps that same module)."""
+    module = model.adapter
     if stage == 3:
         import deepspeed
 
@@ -92,12 +110,21 @@ def _source(loop_config: dict[str, Any], cfg: Config, rank: int, world: int, dev
     return OnlineSource(loop_config["num_actions"], loop_config["num_train"], cfg, rank, world, device)
 
 
+def _reports_at(epoch: int, epochs: int, cfg: Config) -> tuple[bool, bool]:
+    """(checkpoint, report) after 0-based ``epoch``: a checkpoint every ``train.checkpoint_every`` epochs and at
+    the end; a report with each checkpoint and every ``train.report_every`` epochs when that is set."""
+    done = epoch + 1
+    checkpoint = done % cfg.train.checkpoint_every == 0 or done == epochs
+    every = cfg.train.report_every
+    return checkpoint, checkpoint or (every is not None and done % every == 0)
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
     """The Ray Train worker loop (both data modes)."""
-    import deepspeed
     import ray.train
     import ray.train.torch
 
+    t_entry = time.monotonic()
     cfg = Config.model_validate(loop_config["config"])
     _quiet_report_log()
     ctx = ray.train.get_context()
@@ -109,15 +136,22 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     template = adapter_from_config(source.dim, cfg.adapter)  # CPU copy for exports
     epochs = total_epochs(cfg)
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps_per_epoch(source.num_train, cfg))
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, world))
+    if uses_deepspeed(cfg, world):
+        import deepspeed
+
+        build_no_ops()  # no compiler run: DeepSpeed's C++ ops are not needed here
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, world))
+        stepper = DeepSpeedStepper(engine, scheduler)
+    else:  # (DeepSpeed moves its module to the device itself; Module.to keeps the optimizer's parameters)
+        engine, stepper = model.to(device), TorchStepper(model, optimizer, scheduler, cfg.optim.grad_clip)
     dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
 
     state, best_state = new_state(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            engine.load_checkpoint(ckpt_dir, tag=STATE_TAG)
+            stepper.load(ckpt_dir)
             state = json.loads(Path(ckpt_dir, TRAINER_STATE).read_text())
             best_file = Path(ckpt_dir, BEST_ADAPTER, "adapter.safetensors")
             if best_file.is_file():
@@ -137,19 +171,27 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         state["tracking_run_id"] = tracking_run_id
     epoch_log = EpochLogger(cfg.tracking.mlflow_uri, tracking_run_id, loop_config.get("tensorboard_dir")) \
         if rank == 0 and (tracking_run_id or loop_config.get("tensorboard_dir")) else None
-    stepper, obj = DeepSpeedStepper(engine, scheduler), Objective.from_config(cfg)
+    obj = Objective.from_config(cfg)
     meta = {**source.meta, "run_name": cfg.run_name}
     first, t_loop = state["epoch"], time.monotonic()
+    # Where this worker's time goes (this attempt; results.json "timing" adds the driver's side).
+    timing = {"stepper": "deepspeed" if isinstance(stepper, DeepSpeedStepper) else "torch",
+              "setup_s": round(t_loop - t_entry, 3), "epochs_s": 0.0, "checkpoints_reports_s": 0.0}
     for epoch in range(state["epoch"], epochs):
+        t_epoch = time.monotonic()
         metrics, improved = run_epoch(engine, stepper, source, epoch, cfg, obj, state, rank, world, device, dtype)
         if epoch_log is not None:
             epoch_log.log(metrics, epoch + 1)
-        adapter_state = _adapter_state(engine, cfg.deepspeed.zero_stage)  # collective: every rank, every epoch
+        adapter_state = _adapter_state(model, cfg.deepspeed.zero_stage)  # collective: every rank, every epoch
         if improved:
             best_state = adapter_state
-        if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == epochs:
+        t_report = time.monotonic()
+        timing["epochs_s"] += t_report - t_epoch
+        state["timing"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in timing.items()}
+        save, report = _reports_at(epoch, epochs, cfg)
+        if save:
             with tempfile.TemporaryDirectory() as tmp:
-                engine.save_checkpoint(tmp, tag=STATE_TAG)
+                stepper.save(tmp)
                 if rank == 0:
                     Path(tmp, TRAINER_STATE).write_text(json.dumps(state))
                     _export(template, adapter_state, Path(tmp, LATEST_ADAPTER), {**meta, "epoch": epoch + 1})
@@ -157,8 +199,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                         _export(template, best_state, Path(tmp, BEST_ADAPTER),
                                 {**meta, "epoch": state["best_epoch"], "val_top1": state["best_val_top1"]})
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
+        elif report:
             ray.train.report(metrics)
+        timing["checkpoints_reports_s"] += time.monotonic() - t_report
         if rank == 0:
             say(epoch_line(metrics, epochs, eta(epoch + 1 - first, epochs - first, time.monotonic() - t_loop)))
     if epoch_log is not None:

@@ -8,21 +8,32 @@ from __future__ import annotations
 
 from ..config import Config
 from ..data.feature_store import FeatureSplit, FeatureStore
-from ..metrics.classification import relative_change, top1
+from ..metrics.bootstrap import weighted_accuracy
+from ..metrics.classification import majority_top1, relative_change, top1
 from ..models.adapter import AnonymizingAdapter
 from .report import TableColumn
 from .task import EvalInputError, EvalTask, probe_scores, split_rows, views
+from .uncertainty import Headline, intervals, probe_seeds, seeded
 
 
 def action_section(cfg: Config, adapter: AnonymizingAdapter, train: FeatureSplit, test: FeatureSplit) -> dict:
     atr, ate = train.stacked_clips(), test.stacked_clips()
+    seeds = probe_seeds(cfg)
+    head = Headline()
     out: dict = {}
     for tag, f in views(adapter):
-        out[f"top1_{tag}"] = top1(probe_scores(cfg, f(atr), train.action_ids, f(ate), len(train.actions)),
-                                          test.action_ids)
+        xtr, xte = f(atr), f(ate)
+        for seed in seeds:
+            scores = probe_scores(seeded(cfg, seed), xtr, train.action_ids, xte, len(train.actions))
+            hits = scores.argmax(axis=1) == test.action_ids
+            head.add(tag, top1(scores, test.action_ids), lambda c, h=hits: weighted_accuracy(h, c))
+        out[f"top1_{tag}"] = head.point(tag)
     out["relative_change"] = relative_change(out["top1_raw"], out["top1_anonymized"])
     out["delta_points"] = out["top1_anonymized"] - out["top1_raw"]
     out["top1_chance"] = 100.0 / max(1, len(train.actions))
+    out["chance_reference"] = {"top1": {"uniform": out["top1_chance"],
+                                        "majority": majority_top1(train.action_ids, test.action_ids)}}
+    out["intervals"] = intervals(cfg, len(test), "test video", {"top1": head}, seeds)
     out["probe"] = cfg.eval.action.probe
     out["clips_per_video"] = int(ate.shape[1])
     out["sizes"] = {"train": len(train), "test": len(test)}

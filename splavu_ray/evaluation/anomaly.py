@@ -12,13 +12,15 @@ import torch
 from ..config import Config
 from ..data.feature_store import FeatureStore
 from ..data.sequences import AnomalyError, AnomalyVideo, anomaly_videos, balanced_batch, sequence_batch
-from ..metrics.anomaly import frame_auc
+from ..metrics.anomaly import frame_auc, frame_elements
+from ..metrics.bootstrap import weighted_auc
 from ..models.adapter import AnonymizingAdapter
 from ..models.heads import AnomalyHead
 from ..objectives.anomaly import anomaly_loss
 from ..progress import Progress
 from .report import TableColumn
 from .task import EvalInputError, EvalTask, sequence_views, split_rows, standardize
+from .uncertainty import Headline, intervals, training_seeds
 
 
 def train_anomaly_head(videos: list[AnomalyVideo], feats: list[np.ndarray], cfg, seed: int = 0,
@@ -53,10 +55,16 @@ def window_probabilities(head: AnomalyHead, feats: list[np.ndarray]) -> list[np.
 
 def anomaly_auc(train: list[AnomalyVideo], test: list[AnomalyVideo], cfg, transform=None, seed: int = 0) -> float:
     """Train on ``train`` (video labels), frame-level AUC on ``test``; ``transform`` maps (L, d) sequences."""
+    return frame_auc(test, anomaly_scores(train, test, cfg, transform, seed))
+
+
+def anomaly_scores(train: list[AnomalyVideo], test: list[AnomalyVideo], cfg, transform=None,
+                   seed: int = 0) -> list[np.ndarray]:
+    """Train on ``train`` (video labels); each test video's window probabilities."""
     f = transform or (lambda x: x)
     tr, te = standardize([f(v.feats) for v in train], [f(v.feats) for v in test])
     head = train_anomaly_head(train, tr, cfg, seed)
-    return frame_auc(test, window_probabilities(head, te))
+    return window_probabilities(head, te)
 
 
 def evaluate_anomaly(cfg: Config, adapter: AnonymizingAdapter, store: FeatureStore) -> dict:
@@ -67,7 +75,16 @@ def evaluate_anomaly(cfg: Config, adapter: AnonymizingAdapter, store: FeatureSto
     for name, vids in ((a.train_split, train), (a.test_split, test)):
         if not vids:
             raise AnomalyError(f"split {name!r} has no videos in the feature store {store.root} (eval.anomaly.*_split)")
-    out = {f"auc_{tag}": anomaly_auc(train, test, a, f, cfg.seed) for tag, f in sequence_views(adapter)}
+    seeds, head, out = training_seeds(cfg), Headline(), {}
+    for tag, f in sequence_views(adapter):
+        for seed in seeds:
+            windows = anomaly_scores(train, test, a, f, seed)
+            elements = frame_elements(test, windows)  # frames grouped by (video, window, label)
+            head.add(tag, frame_auc(test, windows), lambda c, e=elements: weighted_auc(*e, c))
+        out[f"auc_{tag}"] = head.point(tag)
+    out["auc_chance"] = 50.0  # random scores rank an anomalous frame above a normal one half the time
+    out["chance_reference"] = {"auc": {"random_scores": 50.0}}
+    out["intervals"] = intervals(cfg, len(test), "test video", {"auc": head}, seeds)
     out["sizes"] = {"train": len(train), "test": len(test), "abnormal_train": int(sum(v.label for v in train))}
     return out
 

@@ -145,6 +145,24 @@ def natural(train_rows: Sequence[dict], test_rows: Sequence[dict]) -> dict[str, 
     return {"train": np.arange(len(train_rows)), "test": np.arange(len(test_rows)), "flipped_action": None}
 
 
+def natural_cross_subject(train_rows: Sequence[dict], test_rows: Sequence[dict]) -> dict[str, Any]:
+    """Toyota Smarthome's natural protocol: its cross-subject splits as published, every video kept with
+    the imbalance it was recorded with. The splits must share no subject (else it is not cross-subject).
+    Adds "subjects": the number of subjects per group in each split."""
+    sel = natural(train_rows, test_rows)
+    shared = sorted({r["subject_id"] for r in train_rows} & {r["subject_id"] for r in test_rows})
+    if shared:
+        raise BiasProtocolError(f"subject(s) {shared[:5]} appear in both the training and the test split: the "
+                                "natural protocol needs a cross-subject split (the toyota_smarthome builder's)")
+    sel["subjects"] = {}
+    for split, rows in (("train", train_rows), ("test", test_rows)):
+        per = {g: set() for g in GROUPS}
+        for r in rows:
+            per[gender_group(r["gender"])].add(r["subject_id"])
+        sel["subjects"][split] = {g: len(s) for g, s in per.items()}
+    return sel
+
+
 def group_shares(rows: Sequence[dict], idx: Iterable[int]) -> dict[str, float]:
     """Fraction of the selected rows in each group (describes a protocol's imbalance)."""
     groups = [gender_group(rows[i]["gender"]) for i in idx]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .report import TableColumn, present_columns
@@ -22,7 +23,8 @@ def _pyplot():
 
 def privacy_utility(results: dict, path: str | Path, columns: list[TableColumn]) -> Path | None:
     """One panel per utility/fairness task: x = worst-case privacy cMAP, y = the task's metric,
-    an arrow from raw to anonymized. None when there is no privacy number or no task."""
+    an arrow from raw to anonymized, each point's 95% intervals as error bars when the results hold them.
+    None when there is no privacy number or no task."""
     fig = privacy_utility_figure(results, columns)
     return None if fig is None else _save(fig, _pyplot(), path)
 
@@ -44,17 +46,33 @@ def privacy_utility_figure(results: dict, columns: list[TableColumn]):
         # raw: a hollow ring, so it stays visible when anonymization barely moves the point
         ax.scatter([px[0]], [ty[0]], s=160, facecolors="none", edgecolors=_RAW, linewidths=2, label="raw", zorder=3)
         ax.scatter([px[1]], [ty[1]], s=50, c=_ANON, label="anonymized", zorder=4)
+        xs, ys = [px[0], px[1]], [ty[0], ty[1]]
+        for i, (tag, colour) in enumerate((("raw", _RAW), ("anonymized", _ANON))):  # 95% intervals, when known
+            xci, yci = _ci(priv.uncertainty(results), tag), _ci(col.uncertainty(results), tag)
+            if xci or yci:
+                ax.errorbar([px[i]], [ty[i]], xerr=_bar(px[i], xci), yerr=_bar(ty[i], yci), fmt="none",
+                            ecolor=colour, elinewidth=1, capsize=3, zorder=2)
+                xs, ys = xs + (xci or []), ys + (yci or [])
         chance = priv.chance(results)
         if chance is not None:
             ax.axvline(chance, ls=":", c="black", lw=1, label="privacy chance")
         ax.set_xlabel(priv.title)
         ax.set_ylabel(col.title)
         ax.set_title(col.header)
-        _pad(ax, [px[0], px[1]] + ([chance] if chance is not None else []), [ty[0], ty[1]])
+        _pad(ax, xs + ([chance] if chance is not None else []), ys)
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _ci(unc: dict | None, tag: str) -> list[float] | None:
+    ci = (unc or {}).get(tag)
+    return [float(v) for v in ci] if ci and not any(math.isnan(v) for v in ci) else None
+
+
+def _bar(value: float, ci: list[float] | None):
+    return None if ci is None else [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
 
 
 def _pad(ax, xs, ys) -> None:

@@ -12,10 +12,12 @@ import numpy as np
 
 from ..config import Config
 from ..data.feature_store import FeatureSplit, FeatureStore
-from ..metrics.classification import relative_change, retrieval_chance, retrieval_top1
+from ..metrics.bootstrap import weighted_accuracy
+from ..metrics.classification import relative_change, retrieval_chance, retrieval_hits
 from ..models.adapter import AnonymizingAdapter
 from .report import TableColumn
 from .task import EvalInputError, EvalTask, split_rows, views
+from .uncertainty import Headline, intervals
 
 
 def gallery_probe_split(subject_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +35,7 @@ def gallery_probe_split(subject_ids: list[str]) -> tuple[np.ndarray, np.ndarray]
     return np.array(sorted(gallery), dtype=np.int64), np.array(sorted(probe), dtype=np.int64)
 
 
-def _video_vectors(split: FeatureSplit, f: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def video_vectors(split: FeatureSplit, f: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     # f_A sees each video's whole clip sequence (it attends across it); the video vector is the mean.
     return np.stack([f(c[None])[0].mean(axis=0) for c in split.clips])
 
@@ -44,10 +46,15 @@ def reid_section(cfg: Config, adapter: AnonymizingAdapter, split: FeatureSplit, 
     ids_a = np.array(ids)
     out: dict = {"source": source, "gallery": int(len(gallery)), "probes": int(len(probe)),
                  "subjects": len(set(ids_a[probe].tolist()))}
+    head = Headline()  # no training, so no seeds: only the probes are resampled
     for tag, f in views(adapter):
-        v = _video_vectors(split, f)
-        out[f"top1_{tag}"] = retrieval_top1(v[gallery], ids_a[gallery], v[probe], ids_a[probe])
+        v = video_vectors(split, f)
+        hits = retrieval_hits(v[gallery], ids_a[gallery], v[probe], ids_a[probe])
+        out[f"top1_{tag}"] = 100.0 * float(np.mean(hits))
+        head.add(tag, out[f"top1_{tag}"], lambda c, h=hits: weighted_accuracy(h, c))
     out["top1_chance"] = retrieval_chance(ids_a[gallery], ids_a[probe])
+    out["chance_reference"] = {"top1": {"random_gallery_pick": out["top1_chance"]}}
+    out["intervals"] = intervals(cfg, len(probe), "probe video", {"top1": head}, [cfg.seed])
     out["relative_change"] = relative_change(out["top1_raw"], out["top1_anonymized"])
     return out
 

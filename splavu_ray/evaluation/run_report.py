@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import html_report as H
 from .plots import per_attribute_figure, privacy_utility_figure
-from .report import TableColumn, markdown_table
+from .report import TableColumn, interval_note, markdown_table
 
 REPORT = "report.html"
 # The per-epoch losses of training/loop.py, in this order; other train_l_* keys follow.
@@ -37,7 +37,7 @@ def results_rows(results: dict, columns: list[TableColumn]) -> tuple[list[str], 
         md = markdown_table(results, columns)
     except ValueError:
         return None
-    lines = [[c.strip() for c in line.strip()[1:-1].split(" | ")] for line in md.splitlines()]
+    lines = [[c.strip() for c in line.strip()[1:-1].split(" | ")] for line in md.splitlines() if line.startswith("|")]
     return lines[0], [r for r in lines[1:] if set("".join(r)) != {"-"}]
 
 
@@ -133,8 +133,10 @@ def render(results: dict, history: list[dict], columns: list[TableColumn]) -> st
     run = results.get("run") or {}
     sections = []
     table = results_rows(results, columns)
+    note = [H.paragraph(interval_note(results), note=True)] if table and any(c.uncertainty(results) for c in columns) else []
     sections.append(H.section("Results", H.table(table[1], header=table[0]) if table else
-                              H.paragraph("The results hold no raw/anonymized pair for any table column.", note=True)))
+                              H.paragraph("The results hold no raw/anonymized pair for any table column.", note=True),
+                              *note))
     figures = [(privacy_utility_figure(results, columns), "privacy vs utility per task"),
                (per_attribute_figure(results), "per-attribute AP, worst attacker")]
     figures = [H.image(fig, alt) for fig, alt in figures if fig is not None]

@@ -3,7 +3,8 @@
 Tasks (each raw vs anonymized, each its own module with the :class:`~splavu_ray.evaluation.task.EvalTask`
 interface; docs/method.md, "Evaluation protocols"):
 
-- privacy: attackers trained WITH labels on static clips of the privacy split; worst-case cMAP;
+- privacy: attackers trained WITH labels on the privacy split (static clips of images, mean clip features
+  of videos); worst-case cMAP;
 - action: linear probe, top-1 with the softmax averaged over each test video's clips;
 - bias: NTU-Bias-F / -M and the natural protocol, per-group accuracy and the gap;
 - reid: top-1 subject retrieval with no training (temporal private attribute);
@@ -26,24 +27,30 @@ from pathlib import Path
 from ..config import Config
 from ..data.feature_store import FeatureSplit, FeatureStore
 from ..models.adapter import AnonymizingAdapter
-from ..models.backbone import BackboneError, resolve_source, tiny_videomae_config, tiny_vjepa2_config
+from ..models.backbone import BackboneError, resolve_source, tiny_config
 from ..progress import Progress
 from ..run_folder import RunFolder
 from .action import ActionTask, action_section
 from .anomaly import AnomalyTask
 from .bias import BiasTask, bias_section
+from .gait import GaitTask
+from .inversion import InversionTask
 from .plots import write_all
-from .privacy import PrivacyTask, privacy_section
+from .privacy import PrivacyTask, attribute_table, privacy_section
 from .reid import ReidTask, reid_section
 from .report import TableColumn, markdown_table
 from .run_report import write_run_report
+from .selection import selection_view
 from .tad import TADTask
+from .toyota_bias import ToyotaBiasTask
 from .task import EvalInputError, EvalTask, check_split_width, check_width, cpu_threads
+from .uncertainty import settings as bootstrap_settings
 
 # The registry, in table order. A new task is a module with an EvalTask subclass, added here
 # (or at run time with register_task) and to the eval.tasks choices of the config.
-TASKS: dict[str, EvalTask] = {t.name: t for t in (PrivacyTask(), ActionTask(), BiasTask(), ReidTask(), TADTask(),
-                                                   AnomalyTask())}
+TASKS: dict[str, EvalTask] = {t.name: t for t in (PrivacyTask(), ActionTask(), BiasTask(), ToyotaBiasTask(),
+                                                   ReidTask(), GaitTask(), TADTask(),
+                                                   AnomalyTask(), InversionTask())}
 
 
 def register_task(task: EvalTask) -> None:
@@ -58,7 +65,12 @@ def table_columns() -> list[TableColumn]:
 
 def report_table(results: dict) -> str:
     """The Markdown table (paper Table 1 layout) of whatever tasks the results hold."""
-    return markdown_table(results, table_columns())
+    table = markdown_table(results, table_columns())
+    if per_attribute := attribute_table(results):  # a named privacy benchmark: its attributes, as the paper
+        table += "\n\n" + per_attribute
+    if results.get("scored_on") == "val":
+        table = "Scored on the selection split (val and held-out training rows), not on test.\n\n" + table
+    return table
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,7 +95,7 @@ def plan_evaluation(cfg: Config, manifests: dict[str, str]) -> EvalPlan:
     manifest of its own) and cannot run is an error.
     """
     explicit = cfg.eval.tasks is not None
-    wanted = list(dict.fromkeys(cfg.eval.tasks)) if explicit else list(TASKS)
+    wanted = list(dict.fromkeys(cfg.eval.tasks)) if explicit else [n for n, t in TASKS.items() if t.default_on(cfg)]
     for task in TASKS.values():
         own = task.own_manifest(cfg)
         if own and "://" not in own and not os.path.isfile(os.path.expanduser(own)):
@@ -108,9 +120,9 @@ def backbone_width(cfg: Config) -> int | None:
     """The backbone's feature width from its config alone (no weights); None when only the hub knows."""
     source = cfg.backbone.source
     if source.startswith("random:"):
-        return (tiny_vjepa2_config if cfg.backbone.kind == "vjepa2" else tiny_videomae_config)().hidden_size
+        return tiny_config(cfg.backbone.kind).hidden_size
     try:
-        config = Path(os.path.expanduser(resolve_source(source))) / "config.json"
+        config = Path(os.path.expanduser(resolve_source(source, fetch=False))) / "config.json"
     except BackboneError:
         return None
     try:
@@ -132,17 +144,23 @@ def _timed(out: dict, name: str, fn, *args) -> None:
 
 def evaluate_run(cfg: Config, adapter: AnonymizingAdapter, plan: EvalPlan, stores: dict[str, FeatureStore]) -> dict:
     """Run the planned tasks, each on its feature store (``stores``: the plan's manifest path -> store)."""
-    out: dict = {"timing_s": {}}
-    with cpu_threads(cfg.eval.cpu_threads), Progress(len(plan.tasks), "evaluation", unit="task") as bar:
-        for name in plan.tasks:
+    out: dict = {"timing_s": {}, "scored_on": cfg.eval.score_on}
+    if cfg.eval.bootstrap.resamples:  # how the intervals beside every headline number were drawn
+        out["bootstrap"] = bootstrap_settings(cfg)
+    tasks, skipped = plan.tasks, dict(plan.skipped)
+    if cfg.eval.score_on == "val":  # a selection split, never test (splavu_ray.evaluation.selection)
+        cfg, tasks, stores, left_out = selection_view(cfg, plan.tasks, plan.manifests, stores)
+        skipped.update(left_out)
+    with cpu_threads(cfg.eval.cpu_threads), Progress(len(tasks), "evaluation", unit="task") as bar:
+        for name in tasks:
             store = stores[plan.manifests[name]]
             check_width(adapter, int(store.meta["dim"]), f"feature store {store.root}")
             _timed(out, name, TASKS[name].run, cfg, adapter, store)
             bar.update(1, done=name)
     out["sizes"] = {f"{task}_{part}": out[task]["sizes"][part] for task in ("privacy", "action") if task in out
                     for part in ("train", "test")}
-    if plan.skipped:
-        out["skipped"] = dict(plan.skipped)
+    if skipped:
+        out["skipped"] = skipped
     return out
 
 
@@ -158,6 +176,8 @@ def evaluate_features(cfg: Config, adapter: AnonymizingAdapter, privacy_train: F
             raise EvalInputError(f"{task}: give both the train and the test split, or neither")
     check_split_width(adapter, privacy_train, privacy_test, action_train, action_test, *(bias or ()), reid)
     out: dict = {"timing_s": {}}
+    if cfg.eval.bootstrap.resamples:
+        out["bootstrap"] = bootstrap_settings(cfg)
     with cpu_threads(cfg.eval.cpu_threads):
         if privacy_train is not None:
             _timed(out, "privacy", privacy_section, cfg, adapter, privacy_train, privacy_test)

@@ -14,13 +14,14 @@ import torch
 from ..config import Config
 from ..data.feature_store import FeatureStore
 from ..data.sequences import DetectionVideo, TADError, detection_videos, video_batch
-from ..metrics.detection import mean_average_precision, segment_iou
+from ..metrics.detection import detection_matches, mean_average_precision, segment_iou, weighted_map
 from ..models.adapter import AnonymizingAdapter
 from ..models.heads import TADHead, TADOutput
 from ..objectives.detection import tad_loss
 from ..progress import Progress
 from .report import TableColumn
 from .task import EvalInputError, EvalTask, sequence_views, split_rows, standardize
+from .uncertainty import Headline, intervals, training_seeds
 
 
 def nms_1d(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -176,7 +177,31 @@ def detection_map(train: list[DetectionVideo], test: list[DetectionVideo], num_c
     tr, te = standardize([f(v.feats) for v in train], [f(v.feats) for v in test])
     head = train_detector(train, tr, num_classes, cfg, seed)
     dets = detect(head, test, te, cfg)
-    return mean_average_precision([v.segments for v in test], [v.labels for v in test], dets, num_classes)
+    res = mean_average_precision([v.segments for v in test], [v.labels for v in test], dets, num_classes)
+    return {**res, "detections": dets}
+
+
+def random_detections(videos: list[DetectionVideo], per_video: list[int], num_classes: int,
+                      rng: np.random.Generator) -> list[dict]:
+    """A detector that knows nothing: per video as many detections as ``per_video`` says, each a segment
+    between two uniform times in the video, a uniform class and a uniform score."""
+    out = []
+    for v, k in zip(videos, per_video):
+        duration = len(v.feats) * v.window_s
+        out.append({"segments": np.sort(rng.uniform(0.0, duration, size=(k, 2)), axis=1),
+                    "scores": rng.uniform(size=k), "labels": rng.integers(0, num_classes, size=k)})
+    return out
+
+
+def random_detector_map(videos: list[DetectionVideo], per_video: list[int], num_classes: int, draws: int,
+                        seed: int) -> float:
+    """TAD's chance level: the mAP (same code as the real detector's) of :func:`random_detections`,
+    averaged over ``draws`` seeded draws."""
+    rng = np.random.default_rng(seed)
+    gt_seg, gt_lab = [v.segments for v in videos], [v.labels for v in videos]
+    return float(np.mean([mean_average_precision(gt_seg, gt_lab, random_detections(videos, per_video, num_classes,
+                                                                                   rng), num_classes)["map"]
+                          for _ in range(draws)]))
 
 
 def evaluate_tad(cfg: Config, adapter: AnonymizingAdapter, store: FeatureStore) -> dict:
@@ -188,10 +213,23 @@ def evaluate_tad(cfg: Config, adapter: AnonymizingAdapter, store: FeatureStore) 
     for name, vids in ((t.train_split, train), (t.test_split, test)):
         if not vids:
             raise TADError(f"split {name!r} has no videos in the feature store {store.root} (eval.tad.*_split)")
-    out = {}
+    seeds, head = training_seeds(cfg), Headline()
+    gt_seg, gt_lab = [v.segments for v in test], [v.labels for v in test]
+    out, per_video = {}, None
     for tag, f in sequence_views(adapter):
-        res = detection_map(train, test, len(classes), t, f, cfg.seed)
-        out[f"map_{tag}"], out[f"map_per_tiou_{tag}"] = res["map"], res["per_tiou"]
+        per_tiou = []
+        for seed in seeds:
+            res = detection_map(train, test, len(classes), t, f, seed)
+            matches = detection_matches(gt_seg, gt_lab, res["detections"])
+            head.add(tag, res["map"], lambda c, m=matches: weighted_map(m, c))
+            per_tiou.append(res["per_tiou"])
+            per_video = per_video or [len(d["scores"]) for d in res["detections"]]
+        out[f"map_{tag}"] = head.point(tag)
+        out[f"map_per_tiou_{tag}"] = {k: float(np.mean([p[k] for p in per_tiou])) for k in per_tiou[0]}
+    b = cfg.eval.bootstrap  # chance: as many random detections per video as the raw detector made
+    out["map_chance"] = random_detector_map(test, per_video, len(classes), b.chance_draws, b.seed)
+    out["chance_reference"] = {"map": {"random_detector": out["map_chance"]}}
+    out["intervals"] = intervals(cfg, len(test), "test video", {"map": head}, seeds)
     out["sizes"] = {"train": len(train), "test": len(test), "classes_in_test": res["classes"]}
     return out
 

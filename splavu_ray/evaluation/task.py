@@ -49,6 +49,10 @@ class EvalTask:
     def own_manifest(self, cfg: Config) -> str | None:
         return None
 
+    def default_on(self, cfg: Config) -> bool:
+        """Whether the task is planned when ``eval.tasks`` is unset (an expensive attack may be opt-in)."""
+        return True
+
     def check(self, cfg: Config, path: str) -> None:
         raise NotImplementedError
 

@@ -38,3 +38,23 @@ def frame_auc(videos: list[AnomalyVideo], window_scores: list[np.ndarray]) -> fl
     if y.min() == y.max():
         raise AnomalyError("frame-level AUC needs both anomalous and normal frames in the test videos")
     return 100.0 * float(roc_auc_score(y, s))
+
+
+def frame_elements(videos: list[AnomalyVideo], window_scores: list[np.ndarray]):
+    """The frames of :func:`frame_auc`, grouped per (video, window, label): (scores, labels, video index,
+    frame count) per group. Frames of one group share score and label, so a weighted AUC over the groups
+    equals the frame-level AUC (splavu_ray.metrics.bootstrap.weighted_auc resamples the videos)."""
+    if len(videos) != len(window_scores):
+        raise AnomalyError(f"{len(window_scores)} score lists for {len(videos)} videos")
+    scores, labels, unit, weight = [], [], [], []
+    for i, (v, w) in enumerate(zip(videos, window_scores)):
+        y = frame_labels(v.anomaly_segments, v.num_frames, v.fps)
+        frame_scores(w, v.num_frames, v.clip_len)  # the same checks as frame_auc
+        window = np.arange(v.num_frames) // v.clip_len
+        key, count = np.unique(2 * window + y, return_counts=True)
+        scores.append(np.asarray(w, np.float64)[key // 2])
+        labels.append(key % 2)
+        unit.append(np.full(len(key), i))
+        weight.append(count)
+    return (np.concatenate(scores), np.concatenate(labels), np.concatenate(unit),
+            np.concatenate(weight).astype(np.float64))

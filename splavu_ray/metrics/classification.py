@@ -39,6 +39,30 @@ def chance_cmap(targets: np.ndarray) -> float:
     return cmap(np.zeros(targets.shape), targets)
 
 
+def random_average_precision(labels: np.ndarray) -> float:
+    """Expected AP (percent) of uniformly random scores (a random ranking) on these binary labels, exact.
+
+    With n items of which P are positive, AP = (1/P) sum over positives of the precision at their rank;
+    averaging over all rankings gives (P - 1) / (n - 1) + H_n (n - P) / (n (n - 1)), H_n the n-th harmonic
+    number (P / n = prevalence when P = n, H_n / n when P = 1). It lies above the prevalence, the AP of a
+    constant score, and tends to it as n grows."""
+    labels = np.asarray(labels)
+    n, pos = labels.size, int(labels.sum())
+    if pos == 0 or pos == n:
+        raise ValueError("random AP needs both positive and negative examples")
+    harmonic = float(np.sum(1.0 / np.arange(1, n + 1)))
+    return 100.0 * ((pos - 1) / (n - 1) + harmonic * (n - pos) / (n * (n - 1)))
+
+
+def random_cmap(targets: np.ndarray) -> float:
+    """Expected cMAP (percent) of random scores: the mean exact random AP over the scorable attributes."""
+    targets = np.asarray(targets)
+    cols = _valid_columns(targets)
+    if cols.size == 0:
+        raise ValueError("cMAP needs at least one attribute with positive and negative examples")
+    return float(np.mean([random_average_precision(targets[:, j]) for j in cols]))
+
+
 def macro_f1(probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> float:
     targets = np.asarray(targets)
     cols = _valid_columns(targets)
@@ -82,6 +106,23 @@ def retrieval_top1(gallery: np.ndarray, gallery_ids: Sequence[str], probe: np.nd
     knn = KNeighborsClassifier(n_neighbors=1, metric="cosine", algorithm="brute")
     knn.fit(np.asarray(gallery, dtype=np.float64), np.asarray(gallery_ids))
     return 100.0 * float(accuracy_score(np.asarray(probe_ids), knn.predict(np.asarray(probe, dtype=np.float64))))
+
+
+def retrieval_hits(gallery: np.ndarray, gallery_ids: Sequence[str], probe: np.ndarray,
+                   probe_ids: Sequence[str]) -> np.ndarray:
+    """Per probe, whether its cosine-nearest gallery item has its identity: (P,) bool (its mean is
+    :func:`retrieval_top1`)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=1, metric="cosine", algorithm="brute")
+    knn.fit(np.asarray(gallery, dtype=np.float64), np.asarray(gallery_ids))
+    return knn.predict(np.asarray(probe, dtype=np.float64)) == np.asarray(probe_ids)
+
+
+def majority_top1(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Top-1 (percent) of always answering the most frequent training class."""
+    values, counts = np.unique(np.asarray(train_labels), return_counts=True)
+    return 100.0 * float(np.mean(np.asarray(test_labels) == values[counts.argmax()]))
 
 
 def retrieval_chance(gallery_ids: Sequence[str], probe_ids: Sequence[str]) -> float:

@@ -4,12 +4,18 @@ Contract: ``clips`` is a float tensor (B, T, C, H, W) already normalised (ImageN
 layout of transformers' VJEPA2Model / VideoMAEModel. Output: per-clip vectors (B, d) from ``forward``
 (mean or attentive pooling) or tokens (B, N, d) from ``tokens``. ``embed_dim`` is d. The model is
 always in eval mode and never receives gradients.
+
+Kinds: ``vjepa2`` and ``videomae`` (transformers models), ``i3d`` (models/i3d.py: N = T/8 tokens of
+1024-d, Mixed_5c averaged over space) and ``vjepa1`` (models/vjepa1.py: the V-JEPA v1 ViT, N = T/2 *
+(H/16)^2 patch tokens). The last two are our own modules; their weights come from the converters
+(models/convert_i3d.py, models/convert_vjepa1.py) as safetensors files or folders.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +23,7 @@ import torch
 from torch import nn
 
 from ..config import PACKAGE_DIR, BackboneConfig
+from ..data.remote_cache import RemoteFolderError, is_remote_folder, listing, local_copy
 
 DEFAULT_VJEPA2 = "facebook/vjepa2-vith-fpc64-256"
 DEFAULT_VIDEOMAE = "MCG-NJU/videomae-base"
@@ -24,6 +31,9 @@ BUILTIN_DIR = PACKAGE_DIR / "assets"
 BUILTIN_PREFIX = "builtin:"
 RANDOM_PREFIX = "random:"
 POOLER_FILE = "pooler.safetensors"  # attentive pooler shipped beside an encoder checkpoint
+LOCAL_KINDS = ("i3d", "vjepa1")  # our own modules, weights only from converted safetensors
+CONVERTERS = {"i3d": "python -m splavu_ray.models.convert_i3d rgb_imagenet.pt OUT.safetensors",
+              "vjepa1": "python -m splavu_ray.models.convert_vjepa1 vith16.pth.tar OUT_DIR"}
 
 
 class BackboneError(RuntimeError):
@@ -52,7 +62,28 @@ def tiny_videomae_config(image_size: int = 64, num_frames: int = 16):
     )
 
 
+def tiny_config(kind: str, image_size: int = 64, num_frames: int = 16):
+    """The config of ``random:tiny`` for any backbone kind (no weights are built)."""
+    if kind == "i3d":
+        from .i3d import PRESETS
+
+        return replace(PRESETS["tiny"], image_size=image_size, num_frames=num_frames)
+    if kind == "vjepa1":
+        from .vjepa1 import preset
+
+        return preset("tiny", image_size=image_size, num_frames=num_frames)
+    return (tiny_vjepa2_config if kind == "vjepa2" else tiny_videomae_config)(image_size, num_frames)
+
+
 def model_classes(kind: str):
+    if kind == "i3d":
+        from .i3d import I3DConfig, I3DEncoder
+
+        return I3DConfig, I3DEncoder
+    if kind == "vjepa1":
+        from .vjepa1 import VJEPA1Config, VJEPA1Encoder
+
+        return VJEPA1Config, VJEPA1Encoder
     if kind == "vjepa2":
         from transformers import VJEPA2Config, VJEPA2Model
 
@@ -71,8 +102,15 @@ def _offline_help(source: str, kind: str) -> str:
     )
 
 
-def resolve_source(source: str) -> str:
-    """Map 'builtin:NAME' to the packaged folder; other sources pass through."""
+def resolve_source(source: str, fetch: bool = True) -> str:
+    """Map 'builtin:NAME' to the packaged folder and an s3:// / gs:// folder to its local copy on this node
+    (downloaded once, splavu_ray.data.remote_cache; ``fetch=False`` only checks that it holds files);
+    other sources pass through."""
+    if is_remote_folder(source):
+        try:
+            return local_copy(source) if fetch else (listing(source) and source)
+        except RemoteFolderError as exc:
+            raise BackboneError(f"backbone.source: {exc}") from None
     if source.startswith(BUILTIN_PREFIX):
         name = source[len(BUILTIN_PREFIX):]
         folder = BUILTIN_DIR / name
@@ -85,8 +123,50 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def check_local_weights(kind: str, source: str) -> None:
+    """Fail early when an I3D / V-JEPA v1 source is a local path that does not exist (no weights are read)."""
+    if kind not in LOCAL_KINDS or source.startswith((RANDOM_PREFIX, BUILTIN_PREFIX)) or "://" in source:
+        return
+    if not os.path.exists(os.path.expanduser(source)):
+        raise BackboneError(f"backbone.kind={kind} loads converted weights from a local .safetensors file or "
+                            f"folder; {source!r} does not exist. Convert the public checkpoint once with "
+                            f"`{CONVERTERS[kind]}` and set backbone.source=OUT (docs/method.md, 'Backbones and "
+                            f"their weights')")
+
+
+def _load_local(kind: str, source: str) -> nn.Module:
+    """An I3D / V-JEPA v1 encoder from converted safetensors (a .safetensors file or a folder)."""
+    from .weights_file import WeightsFileError, load_strict, read_weights
+
+    config_cls, model_cls = model_classes(kind)
+    check_local_weights(kind, source)
+    path = os.path.expanduser(resolve_source(source))
+    try:
+        stored, state = read_weights(path)
+        config = config_cls.from_dict(stored)
+    except (WeightsFileError, ValueError, TypeError) as exc:
+        raise BackboneError(f"cannot load {kind} weights from {path!r}: {exc}") from None
+    # Like a hub model, the input side is the stored one; other clip lengths work (V-JEPA resizes its
+    # position grid as the reference code does, I3D is convolutional).
+    model = model_cls(config)
+    try:
+        load_strict(model, state, f"{path!r}")
+    except WeightsFileError as exc:
+        raise BackboneError(str(exc)) from None
+    return model
+
+
 def load_encoder(kind: str, source: str, image_size: int | None = None, num_frames: int = 16) -> nn.Module:
-    """The transformers encoder model, on CPU, fp32. Never unpickles (safetensors only)."""
+    """The encoder model, on CPU, fp32. Never unpickles (safetensors only)."""
+    if kind in LOCAL_KINDS:
+        if source.startswith(RANDOM_PREFIX):
+            preset = source[len(RANDOM_PREFIX):]
+            if preset != "tiny":
+                raise BackboneError(f"unknown random preset {preset!r}; allowed: 'random:tiny'")
+            with torch.random.fork_rng():  # same weights in every process (Ray actors, workers)
+                torch.manual_seed(0)
+                return model_classes(kind)[1](tiny_config(kind, image_size or 64, num_frames))
+        return _load_local(kind, source)
     config_cls, model_cls = model_classes(kind)
     if source.startswith(RANDOM_PREFIX):
         preset = source[len(RANDOM_PREFIX):]
@@ -178,6 +258,8 @@ class FrozenBackbone(nn.Module):
     def tokens(self, clips: torch.Tensor) -> torch.Tensor:
         self._check(clips)
         x = clips.to(self.compute_dtype)
+        if self.kind in LOCAL_KINDS:
+            return self.encoder(x)
         if self.kind == "vjepa2":
             out = self.encoder(pixel_values_videos=x, skip_predictor=True)
         else:
@@ -218,7 +300,12 @@ def describe(backbone: FrozenBackbone) -> dict:
 def save_encoder(encoder: nn.Module, folder: str | Path, extra: dict | None = None) -> Path:
     """Save an encoder as safetensors + config.json (the layout from_pretrained reads)."""
     folder = Path(folder)
-    encoder.save_pretrained(folder, safe_serialization=True)
+    if hasattr(encoder, "save_pretrained"):
+        encoder.save_pretrained(folder, safe_serialization=True)
+    else:  # our own modules (I3D, V-JEPA v1): config.json + model.safetensors
+        from .weights_file import write_weights
+
+        write_weights(encoder.state_dict(), encoder.config.to_dict(), folder)
     if extra:
         (folder / "splavu_backbone.json").write_text(json.dumps(extra, indent=2))
     return folder

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ..config import Config
 from ..data.decode import DecodeError, check_row, default_min_frames, iter_windows, try_load_clips
 from ..data.feature_store import is_untrimmed
+from ..data.pixel_ops import apply_pixel_transform
 from ..data.transforms import eval_transform
 from .backbone import build_backbone
 
@@ -43,6 +44,9 @@ class Embedder:
         out, bs, t = [], self.cfg.backbone.batch_size, self.cfg.data.clip_len
         for i in range(0, len(clips_uint8), bs):
             chunk = torch.from_numpy(np.ascontiguousarray(clips_uint8[i:i + bs]))
+            px = self.cfg.data.pixel
+            if px.transform is not None:  # a pixel baseline: the frames change before the encoder sees them
+                chunk = apply_pixel_transform(chunk, px.transform, px.blur_sigma, px.pixelate_blocks)
             if static:  # transform each frame once, then tile it over the clip (a free view)
                 x = eval_transform(chunk.unsqueeze(1), self.size).expand(-1, t, -1, -1, -1)
             else:

@@ -103,6 +103,8 @@ def write_outputs(spec: SweepSpec, study, folder: RunFolder) -> dict[str, Any]:
     plot_front(folder.sweep_file("pareto.png"), spec, values, mask, raw, spec.name)
     summary = {
         "study": spec.name, "storage": spec.storage_url, "sampler": spec.sampler.model_dump(),
+        "scored_on": "val (selection split: train and val only; score a chosen trial on test with "
+                     "`python -m splavu_ray.evaluate`)",
         "n_trials": len(done), "n_failed": sum(r["state"] == "FAIL" for r in rows), "n_pareto": len(front),
         "objectives": [{"name": n, "direction": d} for n, d in zip(names, directions)],
         "privacy_metric": {"requested": spec.objectives.privacy, "fallback": spec.objectives.privacy_fallback,
@@ -176,7 +178,7 @@ def plot_front(path: Path, spec: SweepSpec, values: np.ndarray, mask: np.ndarray
 def format_summary(s: dict[str, Any], out: Path) -> str:
     lines = [f"[sweep] {s['n_trials']} trials ({s['n_failed']} failed), {s['n_pareto']} on the Pareto front; "
              f"hypervolume {s['hypervolume']:.2f} (reference {s['reference_point']}), "
-             f"normalised {s['normalized_hypervolume']:.4f}"]
+             f"normalised {s['normalized_hypervolume']:.4f}; objectives scored on the selection split (val)"]
     for t in s["pareto_trials"]:
         vals = ", ".join(f"{k} {t[k]:.2f}" for k in (o["name"] for o in s["objectives"]))
         lines.append(f"  trial {t['number']}: {vals}")

@@ -38,7 +38,10 @@ RECORD_KEY = "sweep_record"
 # Sections of results.json a trial computes (evaluate_features: privacy leakage and action top-1).
 EVALUATED_SECTIONS = ("privacy", "action")
 # Keys the sweep sets per trial: sweeping them would break the trial layout.
-MANAGED_KEYS = ("run_name", "output_dir", "ray.storage_path", "ray.address")
+MANAGED_KEYS = ("run_name", "output_dir", "ray.storage_path", "ray.address", "eval.score_on")
+# Every trial is scored on the selection split (train and val only; splavu_ray.evaluation.selection):
+# the objectives choose, so they never read test. Score a chosen trial on test with the evaluate command.
+TRIAL_SCORE_ON = "val"
 
 
 class SweepError(ConfigError):
@@ -235,6 +238,9 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | None = None) -> t
     else:
         base_path = CONFIG_DIR / "demo.yaml"
     base = deep_merge(read_yaml(base_path), spec.base)
+    if (base.get("eval") or {}).get("score_on", TRIAL_SCORE_ON) != TRIAL_SCORE_ON:
+        raise SweepError("sweep key 'base.eval.score_on': trials are always scored on the selection split (val); "
+                         "score a chosen trial on test with `python -m splavu_ray.evaluate`")
     spec._base_given = base
     try:
         base = validate(base).to_dict()
@@ -312,5 +318,6 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], folder: RunFolder
     """One trial's training config: the base, the sampled parameters, and the trial's own run folder."""
     data = deep_merge(base, nest(params))
     data.update(run_name=name, output_dir=str(folder.root))
+    data["eval"] = {**data.get("eval", {}), "score_on": TRIAL_SCORE_ON}
     data["ray"] = {**data.get("ray", {}), "storage_path": folder.storage}
     return validate(data)

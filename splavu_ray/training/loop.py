@@ -9,7 +9,9 @@ come from (a source with ``batches(epoch)`` and ``validation()``).
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import torch
@@ -30,7 +32,8 @@ class Stepper(Protocol):
 
 
 class TorchStepper:
-    """Plain PyTorch: what DeepSpeed's engine does with ``gradient_clipping`` and a scheduler, in one process."""
+    """Plain PyTorch: what DeepSpeed's engine does with ``gradient_clipping`` and a scheduler, for one process
+    (the replay, and a Ray Train run with one worker: ``deepspeed.single_worker``), with a pickle-free state."""
 
     def __init__(self, model: torch.nn.Module, optimizer, scheduler, grad_clip: float):
         self.model, self.optimizer, self.scheduler, self.grad_clip = model, optimizer, scheduler, grad_clip
@@ -47,6 +50,50 @@ class TorchStepper:
 
     def lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
+
+    def save(self, folder: str | Path) -> None:
+        """Model, optimizer and schedule into ``folder``: tensors as safetensors, the rest as JSON (no pickle)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        opt = self.optimizer.state_dict()
+        tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, slots in opt["state"].items():
+            for name, value in slots.items():
+                if torch.is_tensor(value):
+                    tensors[f"optimizer/{idx}/{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(idx), {})[name] = value
+        save_file(tensors, str(folder / TORCH_STATE_TENSORS))
+        (folder / TORCH_STATE_JSON).write_text(json.dumps(
+            {"param_groups": opt["param_groups"], "optimizer_scalars": scalars,
+             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}}))
+
+    def load(self, folder: str | Path) -> None:
+        """The state :meth:`save` wrote (a checkpoint from a DeepSpeed engine has none: say so)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / TORCH_STATE_TENSORS).is_file():
+            raise FileNotFoundError(f"{folder} holds no {TORCH_STATE_TENSORS}: the checkpoint was not written by the "
+                                    "plain-torch stepper (a DeepSpeed engine's checkpoint resumes only with "
+                                    "deepspeed.single_worker=deepspeed)")
+        tensors = load_file(str(folder / TORCH_STATE_TENSORS))
+        meta = json.loads((folder / TORCH_STATE_JSON).read_text())
+        self.model.load_state_dict({k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")})
+        state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in meta["optimizer_scalars"].items()}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, idx, name = key.split("/", 2)
+                state.setdefault(int(idx), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.scheduler.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
+
+
+TORCH_STATE_TENSORS = "torch_state.safetensors"
+TORCH_STATE_JSON = "torch_state.json"
 
 
 class Source(Protocol):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..config import Config, ConfigError, load_config
-from ..models.backbone import BackboneError, resolve_source
+from ..models.backbone import BackboneError, check_local_weights, resolve_source
 from ..run_folder import RunFolder
 
 # Sections whose change makes a checkpoint of the same run meaningless to resume from.
@@ -31,7 +31,8 @@ def check_inputs(cfg: Config) -> None:
         raise ConfigError("config key 'train.mode': 'online' trains on trimmed clips only; loss.w_tad / "
                           "loss.w_ad co-training needs train.mode=cached")
     try:
-        resolve_source(cfg.backbone.source)
+        resolve_source(cfg.backbone.source, fetch=False)  # a remote folder is copied where the model is built
+        check_local_weights(cfg.backbone.kind, cfg.backbone.source)  # i3d / vjepa1: converted weights exist
     except BackboneError as exc:
         raise ConfigError(f"config key 'backbone.source': {exc}") from None
 

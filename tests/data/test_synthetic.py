@@ -89,6 +89,8 @@ def test_manifest_contents(dataset: Path):
         assert r["anomaly"] == bool(r["anomaly_segments"])
     assert all(r["segments"] and not r["anomaly"] for r in untrimmed if r["split"].startswith("tad_"))
     assert {r["anomaly"] for r in untrimmed if r["split"] == "anomaly_train"} == {True, False}
+    for r in untrimmed:  # two events per video: an anomalous video swaps an action for its anomaly
+        assert len(r["segments"]) + len(r["anomaly_segments"]) == 2 and len(r["anomaly_segments"]) == int(r["anomaly"])
 
 
 def test_media_decode(dataset: Path):
@@ -120,7 +122,7 @@ def test_deterministic_by_seed_and_independent_of_workers(dataset: Path, tmp_pat
 def test_render_is_pure():
     item = next(it for it in S.plan(tiny()) if it.row["split"] == "anomaly_train" and it.row["anomaly"])
     a, b = S.render_item(item, tiny()), S.render_item(item, tiny())
-    assert a.dtype == np.uint8 and a.shape == (96, 32, 32, 3) and np.array_equal(a, b)
+    assert a.dtype == np.uint8 and a.shape == (round(S.UNTRIMMED_SECONDS * 8), 32, 32, 3) and np.array_equal(a, b)
 
 
 def _group_fraction(rows: list[dict]) -> dict[int, float]:
@@ -166,9 +168,10 @@ def test_bias_ties_action_to_gender_on_train_only():
 
 
 def test_subjects_balanced_and_attributes_near_target_prevalence():
-    subjects = S.make_subjects(np.random.default_rng(0), S.NUM_SUBJECTS, "s")
-    assert sum(s.female for s in subjects) == S.NUM_SUBJECTS // 2
-    assert len({s.subject_id for s in subjects}) == S.NUM_SUBJECTS
+    for n in (S.NUM_TRAIN_SUBJECTS, S.NUM_TEST_SUBJECTS):
+        subjects = S.make_subjects(np.random.default_rng(0), n, "s")
+        assert sum(s.female for s in subjects) == n // 2
+        assert len({s.subject_id for s in subjects}) == n
     rows = [it.row for it in S.plan(tiny(privacy_images={"train": 400}, videos_per_split={}, untrimmed_videos={}))]
     for attribute in S.ATTRIBUTES:
         prevalence = sum(attribute in r["private_attributes"] for r in rows) / len(rows)
@@ -202,3 +205,87 @@ def test_ensure_synthetic_generates_once(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(S, "generate", lambda *a, **k: pytest.fail("regenerated a cached dataset"))
     assert S.ensure_synthetic(cfg, tmp_path) == final / "manifest.parquet"
     assert S.dataset_dir(tiny(seed=3), tmp_path) != final  # another config, another folder
+
+
+# --------------------------------------------------------------------------- re-id on unseen subjects
+
+
+def test_reid_test_subjects_are_not_the_subjects_f_a_trains_on():
+    rows = [it.row for it in S.plan(SyntheticConfig())]  # the default sizes: labels only, no pixels
+    subjects = {split: {r["subject_id"] for r in rows if r["split"] == split} for split in ("train", "val", "test")}
+    assert subjects["test"] and not subjects["test"] & (subjects["train"] | subjects["val"])
+    assert len(subjects["test"]) == S.NUM_TEST_SUBJECTS and len(subjects["train"]) == S.NUM_TRAIN_SUBJECTS
+    per_subject = Counter(r["subject_id"] for r in rows if r["split"] == "test")
+    assert min(per_subject.values()) >= 4  # a gallery and probes for every test subject
+    genders = {r["subject_id"]: r["gender"] for r in rows if r["split"] == "test"}
+    assert Counter(genders.values()) == Counter({"f": S.NUM_TEST_SUBJECTS // 2, "m": S.NUM_TEST_SUBJECTS // 2})
+
+
+def test_untrimmed_test_splits_are_large_enough_by_default():
+    counts = Counter(it.row["split"] for it in S.plan(SyntheticConfig()))
+    assert counts["tad_test"] >= 96 and counts["anomaly_test"] >= 96
+
+
+# --------------------------------------------------------------------------- the second domain
+
+
+def _labels(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "num_frames"}
+
+
+def test_urban_domain_plans_the_same_labels():
+    studio, urban = S.plan(tiny()), S.plan(tiny(domain="urban"))
+    assert [_labels(a.row) for a in studio] == [_labels(b.row) for b in urban]
+    assert [a.path for a in studio] == [b.path for b in urban]
+    for a, b in zip(studio, urban):  # only the trimmed clips' length differs (urban clips are longer)
+        if a.row["split"] in ("pretrain", "train", "val", "test"):
+            assert b.row["num_frames"] == round(1.5 * a.row["num_frames"])
+        else:
+            assert b.row["num_frames"] == a.row["num_frames"]
+
+
+def test_urban_domain_looks_different_by_construction():
+    """Another frame size, other scenes and another figure: the pixel statistics of the same items differ."""
+    cfg_s, cfg_u = tiny(resolution=48), tiny(resolution=48, domain="urban")
+    items = [it for it in S.plan(cfg_s) if it.row["split"] in ("train", "privacy_train")]
+    studio = [S.render_item(it, cfg_s) for it in items]
+    urban = [S.render_item(it, cfg_u) for it in S.plan(cfg_u) if it.row["split"] in ("train", "privacy_train")]
+    assert {f.shape[1:3] for f in studio} == {(48, 48)} and {f.shape[1:3] for f in urban} == {(48, 64)}
+    assert all(len(u) == (round(1.5 * len(s)) if len(s) > 1 else 1) for s, u in zip(studio, urban))
+    # the same item, the same pose timing: the frames still share nothing pixel-wise
+    for s, u in zip(studio, urban):
+        assert np.abs(s[0].astype(float) - u[0, :, 8:56]).mean() > 20
+    # the studio's scenes are bright sky/grass or pale walls; the urban street has dark asphalt along the bottom
+    s_bottom = np.mean([f[:, -4:].mean() for f, it in zip(studio, items) if it.outdoor])
+    u_bottom = np.mean([f[:, -4:].mean() for f, it in zip(urban, items) if it.outdoor])
+    assert u_bottom < s_bottom - 20
+    # the camera pans in urban videos: the background moves although nobody walks there
+    def side_motion(frames: list[np.ndarray]) -> float:  # first vs last frame, at the left and right edges
+        return float(np.mean([np.abs(f[-1].astype(float) - f[0])[:, np.r_[0:6, -6:0]].mean()
+                              for f, it in zip(frames, items) if it.row["media"] == "video" and it.action != "walk"]))
+
+    assert side_motion(urban) > side_motion(studio) + 2
+
+
+def test_urban_dataset_decodes_at_its_own_size(tmp_path: Path):
+    cfg = tiny(domain="urban", videos_per_split={"train": 2}, privacy_images={"test": 1}, untrimmed_videos={"test": 1})
+    manifest = S.generate(cfg, tmp_path / "urban", workers=1)
+    rows = read_manifest(str(manifest)).rows()
+    assert {r["split"] for r in rows} == {"train", "privacy_test", "tad_test", "anomaly_test"}
+    for r in rows:
+        frames = decode(r["uri"])
+        assert frames.shape == (r["num_frames"], 32, 42, 3), r["uri"]
+
+
+def test_domain_is_part_of_the_cache_key_and_validated(tmp_path: Path):
+    from pydantic import ValidationError
+
+    from splavu_ray.config import ConfigError, load_config
+
+    assert S.fingerprint(tiny()) != S.fingerprint(tiny(domain="urban"))
+    assert S.dataset_dir(tiny(), tmp_path) != S.dataset_dir(tiny(domain="urban"), tmp_path)
+    assert load_config(None, ["data.synthetic.domain=urban"]).data.synthetic.domain == "urban"
+    with pytest.raises(ValidationError, match="studio"):
+        SyntheticConfig(domain="cartoon")
+    with pytest.raises(ConfigError, match="domain"):
+        load_config(None, ["data.synthetic.domain=cartoon"])

@@ -38,3 +38,51 @@ def test_no_other_private_ray_or_optuna_attribute_in_the_package():
         found |= set(re.findall(r"ray(?:\.\w+)*\._\w+(?:\.\w+)*|optuna(?:\.\w+)*\._\w+|\b_ot_trials\b|"
                                 r"\"_execution_idx\"", text))
     assert {f.strip('"') for f in found} <= pinned, found
+
+
+NO_COMPILER_SCRIPT = r"""
+import os, torch, deepspeed
+from splavu_ray.distributed.deepspeed_config import build_no_ops
+build_no_ops()
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+deepspeed.init_distributed(dist_backend="gloo")
+model = torch.nn.Linear(4, 2)
+engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config={
+    "train_batch_size": 2, "zero_optimization": {"stage": 2}, "gradient_clipping": 1.0})
+engine.backward(engine(torch.randn(2, 4)).sum())
+engine.step()
+from deepspeed.comm import comm
+assert comm.cdb.shm_comm_op is None, "DeepSpeed built its shm op"
+print("ok")
+"""
+
+
+def test_deepspeed_on_cpu_runs_no_compiler(tmp_path):
+    # DeepSpeed's comm backend JIT-builds deepspeed_shm_comm (g++ + ninja, minutes on 2 cores) when its table
+    # deepspeed.ops.__compatible_ops__ says the op can be built, and filling the table runs gcc itself;
+    # deepspeed_config.build_no_ops fills it first. A ZeRO-2 engine then starts and steps with compilers that
+    # only log their calls and fail, and an empty torch extensions folder stays empty.
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir, log, ext = tmp_path / "bin", tmp_path / "compiler.log", tmp_path / "torch_extensions"
+    bin_dir.mkdir()
+    ext.mkdir()
+    for name in ("gcc", "cc", "g++", "c++", "ninja", "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-g++"):
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\necho {name} \"$@\" >> {log}\nexit 1\n")
+        tool.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TORCH_EXTENSIONS_DIR": str(ext),
+           "DS_ACCELERATOR": "cpu", "PORT": str(port), "CC": str(bin_dir / "gcc"), "CXX": str(bin_dir / "g++"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", NO_COMPILER_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+    assert not log.exists(), log.read_text()
+    assert not any(ext.iterdir())

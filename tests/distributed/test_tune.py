@@ -61,6 +61,8 @@ def test_bad_sweep_fails_before_any_work(tmp_path, capsys):
         (["n_trial=3"], "unknown sweep key 'n_trial'"),
         (["objectives.utility=[tad.map]"], "a trial evaluates only the sections"),
         (["space.run_name.type=categorical", "space.run_name.choices=[a]"], "cannot be searched"),
+        (["space.eval.score_on.type=categorical", "space.eval.score_on.choices=[test]"], "cannot be searched"),
+        (["base.eval.score_on=test"], "trials are always scored on the selection split"),
     ]
     for overrides, message in cases:
         assert main([str(path), *overrides]) == 2, overrides
@@ -192,6 +194,16 @@ def test_sweep_interrupted_then_resumed_end_to_end(tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_trials"] == 2 and 1 <= summary["n_pareto"] <= 2
+    assert summary["scored_on"].startswith("val")  # the objectives never read test
+    trial_results = [json.loads(p.read_text()) for p in (out / "trials").rglob("results.json")]
+    assert trial_results and {r["scored_on"] for r in trial_results} == {"val"}
+    # where each trial's time went, in its results.json and its record; one worker steps without DeepSpeed
+    records = [json.loads(p.read_text()) for p in (out / "trials").glob("*/record.json")]
+    assert records and all(r["timing"] == res["timing"] for r in records for res in trial_results
+                           if res["run"]["run_name"] == f"trial-{r['tune_trial_id']}")
+    for r in records:
+        assert r["timing"]["training"]["stepper"] == "torch"
+        assert {"privacy", "action", "total"} <= set(r["timing"]["evaluation_s"])
     assert summary["privacy_metric"]["trials_by_metric"]  # which privacy metric the values came from
     for key in ("hypervolume", "normalized_hypervolume"):
         assert 0 <= summary[key]

@@ -32,6 +32,8 @@ def test_deepspeed_config_generated_from_project_config(tmp_path):
     assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_clipping"] == 1.0
     assert ds["bf16"]["enabled"] is False
     assert deepspeed_config(load_config(None, ["scaling.use_gpu=true"]), 2)["bf16"]["enabled"] is True
+    # optim.grad_clip=0 disables clipping in DeepSpeed too (whose own default would clip at 1.0)
+    assert deepspeed_config(load_config(None, ["optim.grad_clip=0"]), 2)["gradient_clipping"] == 0
 
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
@@ -63,13 +65,18 @@ def test_zero_stage_trains_and_checkpoints_roundtrip(ray_session, toy_store, tmp
     assert any("optim_states" in f or "model_states" in f for f in files)
 
 
-def test_the_ray_worker_and_the_one_process_replay_run_the_same_epoch_loop(ray_session, toy_store, tmp_path):
-    # One worker, ZeRO-0, fp32: DeepSpeed's engine and plain AdamW + clipping take the same steps on the same
-    # batches with the same static-pair draws, so the per-epoch record agrees up to float rounding.
-    cfg = toy_config(tmp_path, "same-loop", stage=0, epochs=2, head_epochs=1, extra=["scaling.num_workers=1"])
+@pytest.mark.parametrize("stepper", ["deepspeed", "torch"])
+def test_the_ray_worker_and_the_one_process_replay_run_the_same_epoch_loop(ray_session, toy_store, tmp_path, stepper):
+    # One worker, ZeRO-2, fp32: DeepSpeed's engine (deepspeed.single_worker=deepspeed) and plain AdamW + clipping
+    # (the default for one worker, no engine) take the same steps on the same batches with the same static-pair
+    # draws, so the per-epoch record of both agrees with the one-process replay up to float rounding.
+    cfg = toy_config(tmp_path, "same-loop", stage=2, epochs=2, head_epochs=1,
+                     extra=["scaling.num_workers=1", f"deepspeed.single_worker={stepper}"])
     result = fit(cfg, toy_store.root, ["train"], ["val"])
     assert result.error is None
-    ray_hist = export_from_result(result, RunFolder(tmp_path / "export"))["state"]["history"]
+    state = export_from_result(result, RunFolder(tmp_path / "export"))["state"]
+    assert state["timing"]["stepper"] == stepper
+    ray_hist = state["history"]
     replay = train_in_process(cfg, toy_store).state["history"]
     assert [h["phase"] for h in ray_hist] == [h["phase"] for h in replay] == ["heads", "joint", "joint"]
     for ray_epoch, one_process in zip(ray_hist, replay, strict=True):

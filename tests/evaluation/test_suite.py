@@ -110,8 +110,21 @@ def test_cli_writes_results_table_and_figures(prepared, capsys):
         assert key in res["privacy"]
     assert {"top1_raw", "top1_anonymized"} <= set(res["action"]) and "gap_anonymized" in res["bias"]
     assert res["reid"]["probes"] > 0 and res["run"]["adapter"] == str(adapter)
+    # every headline number has its 95% interval, its paired drop and its chance references
+    assert res["bootstrap"]["resamples"] == 1000 and res["bootstrap"]["confidence"] == 0.95
+    for section, key, chance in (("privacy", "cmap_worst", {"constant", "random_scores"}),
+                                 ("privacy", "cmap", {"constant", "random_scores"}),
+                                 ("action", "top1", {"uniform", "majority"}), ("bias", "gap", {"no_bias"}),
+                                 ("reid", "top1", {"random_gallery_pick"})):
+        unc = res[section]["intervals"][key]
+        for tag in ("raw", "anonymized"):
+            assert unc[tag][0] <= res[section][f"{key}_{tag}"] <= unc[tag][1]
+        assert unc["drop"] == pytest.approx(res[section][f"{key}_raw"] - res[section][f"{key}_anonymized"])
+        assert isinstance(unc["drop_excludes_zero"], bool) and unc["n"] > 0
+        assert set(res[section]["chance_reference"][key]) == chance
     table = (out / "results.md").read_text()
     assert table.splitlines()[2].startswith("| raw |") and "relative change" in table and table in stdout + "\n"
+    assert "drop beyond noise" in table and "random scores" in table and "percentile bootstrap" in table
     for png in ("privacy_utility.png", "per_attribute_ap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.html").read_text()  # the page to look at: the same table, its plots embedded
@@ -176,3 +189,8 @@ def test_cli_adds_tad_and_anomaly_columns_when_the_data_has_untrimmed_videos(pre
     assert "tad" not in res.get("skipped", {})
     table = (out / "results.md").read_text()
     assert "TAD mAP" in table and "anomaly AUC" in table
+    assert res["anomaly"]["chance_reference"]["auc"] == {"random_scores": 50.0}
+    assert 0 < res["tad"]["map_chance"] == res["tad"]["chance_reference"]["map"]["random_detector"] < 100
+    for section, key in (("tad", "map"), ("anomaly", "auc")):
+        unc = res[section]["intervals"][key]
+        assert unc["raw"][0] <= res[section][f"{key}_raw"] <= unc["raw"][1] and unc["n"] == 8

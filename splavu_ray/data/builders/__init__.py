@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import hmdb51, kinetics400, ntu60, thumos14, ucf101, ucf_crime, vispr
+from . import pa_hmdb51, vp_hmdb51, vp_ucf101  # video privacy benchmarks
+from . import casia_b, toyota_smarthome  # natural bias (Toyota Smarthome), gait re-identification (CASIA-B)
 from ._common import BuilderError, BuiltManifest
 
 __all__ = ["BUILDERS", "BuilderError", "BuiltManifest", "build", "options"]
@@ -19,6 +21,8 @@ __all__ = ["BUILDERS", "BuilderError", "BuiltManifest", "build", "options"]
 BUILDERS: dict[str, Callable[..., BuiltManifest]] = {
     m.NAME: m.build for m in (ucf101, hmdb51, kinetics400, vispr, thumos14, ucf_crime, ntu60)
 }
+BUILDERS.update({m.NAME: m.build for m in (pa_hmdb51, vp_hmdb51, vp_ucf101)})
+BUILDERS.update({m.NAME: m.build for m in (toyota_smarthome, casia_b)})
 
 
 def options(name: str) -> dict[str, Any]:

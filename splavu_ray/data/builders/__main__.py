@@ -20,16 +20,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("root", help="dataset root folder")
     parser.add_argument("out", help="manifest to write (.parquet; local path, s3:// or gs://)")
     # Options default to None so that only those given reach the builder (which rejects foreign ones).
-    parser.add_argument("--split", type=int, help="ucf101/hmdb51: official split 1, 2 or 3 (default 1)")
+    parser.add_argument("--split", type=int, help="ucf101/hmdb51 (and pa_hmdb51, vp_hmdb51, vp_ucf101): official split 1, 2 or 3 (default 1)")
     parser.add_argument("--fps", type=float, help="ucf_crime: frames per second of the annotation (default 30)")
     parser.add_argument("--val-split", help="thumos14: split of the validation videos (default train)")
     parser.add_argument("--protocol", help="ntu60: xsub (default) or xview")
-    parser.add_argument("--genders", help="ntu60: subject-gender CSV (default ROOT/**/subject_gender.csv)")
+    parser.add_argument("--genders", help="ntu60, toyota_smarthome: subject-gender CSV (default ROOT/**/subject_gender.csv)")
     parser.add_argument("--allow-missing", action="store_true", default=None, help="skip media files that are absent")
+    parser.add_argument("--split-file", help="pa_hmdb51: '<video> <train|test>' lines instead of HMDB51's split")
+    parser.add_argument("--aggregate", help="pa_hmdb51: frame ranges -> video label, any (default) or majority")
+    parser.add_argument("--labels", help="vp_hmdb51/vp_ucf101: the label table (default ROOT/**/vp_<name>.csv)")
+    parser.add_argument("--unseen-only", action="store_true", default=None,
+                        help="casia_b: only the unseen test subjects 075-124")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     names = ("split", "fps", "val_split", "protocol", "genders", "allow_missing")
+    names += ("split_file", "aggregate", "labels")
+    names += ("unseen_only",)
     kw = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
         manifest = build(args.name, args.root, args.out, **kw)

@@ -174,3 +174,36 @@ class Collector:
             )  # fmt: skip
         m = write_manifest(out_path, self.rows, actions, attributes)
         return BuiltManifest(m.table, m.actions, m.attributes, missing=tuple(self.missing))
+
+
+_GENDER_CODES = {"m": "male", "f": "female"}
+
+
+def read_subject_genders(path: Path) -> dict[int, str]:
+    """A user-provided subject-gender CSV (columns subject,gender): {subject number: gender}.
+
+    Subjects may be written as numbers or with a letter prefix ('3', 'P003', 'p03'); 'M'/'F' become
+    'male'/'female', any other value is kept as written (lower case)."""
+    table: dict[int, str] = {}
+    for lineno, row in enumerate(read_csv(path, ("subject", "gender")), 2):
+        subject = row["subject"].upper().removeprefix("P")
+        if not subject.isdigit() or not row["gender"]:
+            raise BuilderError(f"{path}:{lineno}: expected 'subject,gender' like '1,female' or 'P001,male', got {row}")
+        gender = row["gender"].lower()
+        table[int(subject)] = _GENDER_CODES.get(gender, gender)
+    return table
+
+
+def subject_genders(tree: Tree, genders: str | None) -> tuple[dict[int, str], Path | None]:
+    """The subject-gender table of a build: the CSV ``genders`` names (an error if absent), else the
+    shallowest 'subject_gender.csv' under the root, else none (({}, None), with a warning)."""
+    if genders is not None:
+        path: Path | None = Path(genders).expanduser()
+        if not path.is_file():
+            raise BuilderError(f"{tree.dataset}: subject-gender table {genders!r} does not exist")
+    else:
+        path = tree.optional("subject_gender.csv")
+    if path is None:
+        log.warning("%s: no subject_gender.csv under %s: the gender column stays empty", tree.dataset, tree.root)
+        return {}, None
+    return read_subject_genders(path), path

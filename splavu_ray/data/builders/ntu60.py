@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from ._common import BuilderError, BuiltManifest, Collector, Tree, check_choice, log, read_csv
+from ._common import BuiltManifest, Collector, Tree, check_choice, log, subject_genders
 
 NAME = "ntu60"
 LAYOUT = (
@@ -33,18 +32,6 @@ ACTIONS = (
 XSUB_TRAIN_SUBJECTS = frozenset({1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38})
 XVIEW_TRAIN_CAMERAS = frozenset({2, 3})
 _NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})_rgb\.avi$")
-_GENDERS = {"m": "male", "f": "female"}
-
-
-def _read_genders(path: Path) -> dict[int, str]:
-    table: dict[int, str] = {}
-    for lineno, row in enumerate(read_csv(path, ("subject", "gender")), 2):
-        subject = row["subject"].upper().removeprefix("P")
-        if not subject.isdigit() or not row["gender"]:
-            raise BuilderError(f"{path}:{lineno}: expected 'subject,gender' like '1,female' or 'P001,male', got {row}")
-        gender = row["gender"].lower()
-        table[int(subject)] = _GENDERS.get(gender, gender)
-    return table
 
 
 def build(root: str, out_path: str, *, protocol: str = "xsub", genders: str | None = None) -> BuiltManifest:
@@ -52,15 +39,7 @@ def build(root: str, out_path: str, *, protocol: str = "xsub", genders: str | No
     gender column stays empty). ``protocol``: 'xsub' (cross-subject, the bias protocol's) or 'xview'."""
     check_choice(NAME, "protocol", protocol, ("xsub", "xview"))
     tree = Tree(NAME, root, LAYOUT)
-    if genders is not None:
-        table_path: Path | None = Path(genders).expanduser()
-        if not table_path.is_file():
-            raise BuilderError(f"{NAME}: subject-gender table {genders!r} does not exist")
-    else:
-        table_path = tree.optional("subject_gender.csv")
-    gender_of = _read_genders(table_path) if table_path else {}
-    if table_path is None:
-        log.warning("%s: no subject_gender.csv under %s: the gender column stays empty", NAME, tree.root)
+    gender_of, table_path = subject_genders(tree, genders)
 
     out = Collector(tree)
     skipped, no_gender = 0, set()
