@@ -1,20 +1,17 @@
 """The selection split (eval.score_on=val): what sweeps and recipe searches score on never touches test."""
 
 import json
-import shutil
 
 import pytest
-import torch
-from test_suite import DIM, FAST
+from test_suite import FAST, prepare
 from toy import make_toy_store
 
 from splavu_ray.config import ConfigError, load_config
-from splavu_ray.data.feature_store import FeatureStore, default_store_root
-from splavu_ray.data.manifest import write_manifest
+from splavu_ray.data.feature_store import FeatureStore
 from splavu_ray.evaluate import main
 from splavu_ray.evaluation.selection import in_holdout, selection_config, split_rows
 from splavu_ray.evaluation.suite import EvalPlan, evaluate_run
-from splavu_ray.models.adapter import AnonymizingAdapter, save_adapter
+from splavu_ray.models.adapter import AnonymizingAdapter
 
 
 def test_holdout_is_a_stable_share_of_the_rows_whatever_their_order(tmp_path):
@@ -67,15 +64,7 @@ def test_evaluate_run_on_val_never_reads_test(tmp_path):
 
 
 def test_evaluate_cli_scores_on_the_selection_split(tmp_path, capsys):
-    toy = make_toy_store(tmp_path / "toy", n_train=48, n_val=21, n_test=42, dim=DIM, clips=5)
-    split = toy.load()
-    manifest = tmp_path / "data.parquet"
-    write_manifest(str(manifest), split.rows, split.actions, split.attributes)
-    common = [f"data.dataset={manifest}", f"data.privacy_manifest={manifest}", "backbone.source=random:tiny",
-              "backbone.pooling=mean", f"data.cache_dir={tmp_path / 'cache'}", *FAST]
-    shutil.copytree(toy.root, default_store_root(load_config(None, common), str(manifest)))
-    torch.manual_seed(0)
-    adapter = save_adapter(AnonymizingAdapter(DIM, layers=1, heads=4), tmp_path / "adapter")
+    tmp_path, common, adapter, _ = prepare(tmp_path, n_val=21)
     out = tmp_path / "eval"
     assert main([f"adapter={adapter}", *common, f"output_dir={out}", "eval.score_on=val"]) == 0
     res = json.loads((out / "results.json").read_text())

@@ -85,8 +85,12 @@ def test_evaluate_features_all_tasks(tmp_path):
 
 @pytest.fixture
 def prepared(tmp_path):
+    return prepare(tmp_path)
+
+
+def prepare(tmp_path, n_val=4):
     """A manifest with a complete feature store where `python -m splavu_ray.evaluate` looks for it."""
-    toy = make_toy_store(tmp_path / "toy", n_train=48, n_val=4, n_test=42, dim=DIM, clips=5)
+    toy = make_toy_store(tmp_path / "toy", n_train=48, n_val=n_val, n_test=42, dim=DIM, clips=5)
     split = toy.load()
     manifest = tmp_path / "data.parquet"
     write_manifest(str(manifest), split.rows, split.actions, split.attributes)
