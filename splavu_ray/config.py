@@ -61,10 +61,27 @@ class PixelConfig(_Section):
     feature store's identity, so each transform has a store of its own; feature extraction only (cached
     training and evaluation read it, online training does not)."""
 
-    transform: Literal["downsample2", "downsample4", "blur", "pixelate"] | None = Field(
-        None, description="None = the frames as decoded")
+    transform: Literal["downsample2", "downsample4", "blur", "pixelate", "blacken", "learned"] | None = Field(
+        None, description="None = the frames as decoded; blacken = the person region black (needs the "
+        "manifest's person_mask column, splavu_ray.data.person_masks); learned = a trained pixel anonymizer "
+        "f_P (data.pixel.anonymizer; splavu_ray.models.pixel_anonymizer)")
+    anonymizer: str | None = Field(None, description="transform=learned: the f_P export (a folder with "
+                                   "pixel_anonymizer.safetensors/.json, e.g. outputs/pixel_unet/best_pixel_anonymizer); "
+                                   "its weights' sha256 is part of the feature store's identity")
     blur_sigma: float = Field(0.03, gt=0, le=1, description="blur: Gaussian sigma as a fraction of the short side")
     pixelate_blocks: int = Field(8, ge=1, description="pixelate: mosaic blocks across the short side")
+
+    @field_validator("anonymizer")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:  # Ray's workers run in other working directories
+        return os.path.abspath(os.path.expanduser(path)) if path else path
+
+    @model_validator(mode="after")
+    def _check_learned(self) -> "PixelConfig":
+        if (self.transform == "learned") != (self.anonymizer is not None):
+            raise ValueError("data.pixel.transform=learned and data.pixel.anonymizer=PATH (a pixel anonymizer "
+                             "export) go together: set both, or neither")
+        return self
 
 
 class DataConfig(_Section):
@@ -140,6 +157,14 @@ class AdapterConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class PixelUNetConfig(_Section):
+    """pixel_unet: the learned pixel anonymizer f_P that ``train.anonymizer=pixel_unet`` trains
+    (splavu_ray.models.pixel_anonymizer; docs/method.md, "A learned pixel anonymizer f_P")."""
+
+    width: int = Field(16, ge=1, le=256, description="U-Net channels at full resolution (doubled per level)")
+    depth: int = Field(2, ge=1, le=5, description="U-Net levels (poolings by 2)")
+
+
 class TADTaskConfig(_Section):
     """Temporal action detection (eval.tad): the TriDet-style head and its loss (splavu_ray.models.heads,
     splavu_ray.objectives.detection), shared by co-training (loss.w_tad > 0) and the evaluation task."""
@@ -211,6 +236,16 @@ class ScalingConfig(_Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, ge=0)
+    accelerator_type: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$", description="with use_gpu: the GPU model the workers (Train "
+        "workers, feature-extraction actors) must run on, as Ray names it (A100, L4, H100, ...); the cluster yamls' "
+        "worker types declare theirs (cluster/gpu.yaml), so the autoscaler starts the matching type. None = any GPU")
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpus(self):
+        if self.accelerator_type and not self.use_gpu:
+            raise ValueError("scaling.accelerator_type selects a GPU model: set scaling.use_gpu=true with it")
+        return self
 
 
 class DeepSpeedConfig(_Section):
@@ -230,6 +265,10 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures a run survives")
     static_pairs: int = Field(2, ge=2, le=2, description="static clips drawn per video per step")
+    anonymizer: Literal["adapter", "pixel_unet"] = Field(
+        "adapter", description="what trains: adapter = f_A on features (SPLAVU); pixel_unet = a pixel anonymizer "
+        "f_P on frames (the U-Net of section pixel_unet), through the frozen encoder, with the same loss terms; "
+        "needs train.mode=online and is evaluated like a pixel baseline (docs/method.md, section 9)")
     select: Literal["val_top1", "last"] = Field(
         "val_top1", description="the adapter a run exports as best_adapter: val_top1 = the joint epoch with the best "
         "validation action top-1 (the paper's rule); last = the final epoch's (for small validation sets, where "
@@ -372,10 +411,13 @@ class EvalConfig(_Section):
     anomaly: AnomalyTaskConfig = Field(default_factory=AnomalyTaskConfig)
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     inversion: InversionEvalConfig = Field(default_factory=InversionEvalConfig)
-    baselines: list[Literal["downsample2", "downsample4", "blur", "pixelate"]] = Field(
+    baselines: list[Literal["downsample2", "downsample4", "blur", "pixelate", "blacken"]] = Field(
         default_factory=list, description="pixel-level baselines python -m splavu_ray.evaluate scores next to the "
         "adapter (also given as baselines=[...]): each transforms the frames before the encoder (data.pixel), "
         "gets a feature store of its own and runs every task; rows of baselines.md")
+    pixel_anonymizer: str | None = Field(
+        None, description="a learned pixel anonymizer export (f_P, train.anonymizer=pixel_unet) python -m "
+        "splavu_ray.evaluate scores as one more pixel baseline row, 'learned' (also given as pixel_anonymizer=PATH)")
     score_on: Literal["test", "val"] = Field(
         "test", description="test: the reported protocol; val: a selection split drawn from train and val only "
         "(what sweeps score every trial on; splavu_ray.evaluation.selection)")
@@ -445,6 +487,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    pixel_unet: PixelUNetConfig = Field(default_factory=PixelUNetConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
@@ -456,6 +499,17 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
+        if self.train.anonymizer == "pixel_unet":
+            bad = [msg for cond, msg in (
+                (self.train.mode != "online", "train.mode=online (f_P sees frames; the feature store has none)"),
+                (self.loss.w_tad > 0 or self.loss.w_ad > 0, "loss.w_tad=0 and loss.w_ad=0 (TAD / anomaly "
+                 "co-training reads untrimmed videos from the feature store)"),
+                (self.data.pixel.transform is not None, "data.pixel.transform unset (f_P takes the frames as "
+                 "decoded)"),
+                (self.tracking.mlflow_uri is not None, "tracking.mlflow_uri unset (MLflow tracks f_A runs only)"),
+                (self.eval.score_on != "test", "eval.score_on=test (sweeps of f_P are not supported)")) if cond]
+            if bad:
+                raise ValueError("train.anonymizer=pixel_unet needs " + "; ".join(bad))
         if self.optim.batch_size % self.scaling.num_workers:
             raise ValueError(
                 f"optim.batch_size ({self.optim.batch_size}) must be divisible by "

@@ -2,9 +2,10 @@
 
     python -m splavu_ray.features [--config FILE] [key=value ...] [--manifest M] [--out DIR]
 
-The job itself is splavu_ray.distributed.feature_job (Ray Data actors holding the backbone, shards
-written atomically, re-runs skip finished shards, bad files listed in ``rejects.jsonl``); what one row
-becomes is splavu_ray.models.embedder.
+The job itself is splavu_ray.distributed.feature_job (a Ray Data pipeline: the manifest read by Ray Data,
+decoded in CPU tasks, embedded in backbone actors, each shard written by a worker straight to the store,
+local or s3://; re-runs skip finished shards; bad files listed in the store's ``rejects.jsonl``); what one
+row becomes is splavu_ray.data.frames (decode) + splavu_ray.models.embedder (embed).
 """
 
 from __future__ import annotations

@@ -134,17 +134,36 @@ def attack_bank(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
                 kind: AttackerKind = "mlp", epochs: int = 100, hidden: int | None = None,
                 seed: int = 0, batch_size: int = 64, device: str = "cpu") -> dict[str, AttackResult]:
     """One attacker per (lr, weight decay) pair, all trained in one pass; {"lr0.001_wd0": result}."""
+    return attack_groups(train_x, train_y, test_x, test_y, names, [(kind, lrs, weight_decays)], epochs, hidden,
+                         seed, batch_size, device)[0]
+
+
+def attack_groups(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                  names: list[str], groups: Sequence[tuple[AttackerKind, Sequence[float], Sequence[float]]],
+                  epochs: int = 100, hidden: int | None = None, seed: int = 0, batch_size: int = 64,
+                  device: str = "cpu") -> list[dict[str, AttackResult]]:
+    """Several attacker banks ``(kind, lrs, weight_decays)`` in ONE pass over the data: one result dict per group,
+    each equal to that group's own :func:`attack_bank` call. The features are standardised once; every group's
+    heads start from the weights they would get alone (torch seeded with ``seed`` before each group), all heads
+    see the same mini-batches (as every call alone does: the order is seeded with ``seed``) and each keeps its
+    own optimizer and schedule."""
     _check_attack_inputs(train_x, train_y, test_x, test_y, names)
-    if len(lrs) != len(weight_decays):
-        raise ValueError(f"lrs and weight_decays pair up: {len(lrs)} vs {len(weight_decays)}")
-    torch.manual_seed(seed)
+    for _, lrs, weight_decays in groups:
+        if len(lrs) != len(weight_decays):
+            raise ValueError(f"lrs and weight_decays pair up: {len(lrs)} vs {len(weight_decays)}")
     xtr, xte = _standardize(train_x.astype(np.float32), test_x.astype(np.float32))
     dim, n_out = xtr.shape[1], train_y.shape[1]
-    heads = [make_attacker(kind, dim, n_out, hidden) for _ in lrs]
-    fit_heads(heads, torch.from_numpy(xtr), torch.from_numpy(train_y.astype(np.float32)), nn.BCEWithLogitsLoss(),
-              epochs, lrs, weight_decays, seed, batch_size, device, desc=f"{kind} attacker x{len(heads)}")
+    heads: list[list[nn.Module]] = []
+    for kind, lrs, _ in groups:
+        torch.manual_seed(seed)
+        heads.append([make_attacker(kind, dim, n_out, hidden) for _ in lrs])
+    every = [h for group in heads for h in group]
+    fit_heads(every, torch.from_numpy(xtr), torch.from_numpy(train_y.astype(np.float32)), nn.BCEWithLogitsLoss(),
+              epochs, [lr for _, lrs, _ in groups for lr in lrs], [wd for _, _, wds in groups for wd in wds], seed,
+              batch_size, device, desc=f"{'+'.join(g[0] for g in groups)} attackers x{len(every)}")
     xte_t = torch.from_numpy(xte)
-    return {_bank_name(lr, wd): _score(h, xte_t, test_y, names) for h, lr, wd in zip(heads, lrs, weight_decays)}
+    return [{_bank_name(lr, wd): _score(h, xte_t, test_y, names) for h, lr, wd in zip(trained, lrs, wds)}
+            for trained, (_, lrs, wds) in zip(heads, groups)]
 
 
 def grid(lrs: Sequence[float], weight_decays: Sequence[float]) -> tuple[list[float], list[float]]:

@@ -3,10 +3,16 @@
     output_dir/
       config.yaml          the resolved config           deepspeed.json  the generated DeepSpeed config
       adapter/             f_A of the last epoch          best_adapter/   f_A the selection rule kept
+      pixel_anonymizer/    f_P of the last epoch          best_pixel_anonymizer/  f_P kept (train.anonymizer=pixel_unet)
       results.json         every task's numbers           results.md      the results table
       report.html          the page to look at            *.png           plots beside the results
       rejects.jsonl        videos online training dropped   tensorboard/  per-epoch event files (tracking.tensorboard)
       ray/RUN_NAME/        Ray Train checkpoints (``ray.storage_path`` moves them, e.g. to s3://)
+
+``output_dir`` may be an object-store URI (``s3://``, ``gs://``): the run then writes into a local staging
+folder (``root``, under ``$SPLAVU_STAGING``, default ``~/.cache/splavu_ray/staging``), its checkpoints go to
+``output_dir/ray`` unless ``ray.storage_path`` says otherwise, and :meth:`RunFolder.publish` uploads the
+staging folder to the URI (pyarrow.fs, the filesystems the manifests and feature stores use).
 
 A sweep's folder holds its own files (study, trials.csv, pareto.csv, summary.json, pareto.png, report.html,
 pareto_adapters/, tune/) and one run folder per trial under ``trials/TRIAL_ID``.
@@ -14,26 +20,79 @@ pareto_adapters/, tune/) and one run folder per trial under ``trials/TRIAL_ID``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 BEST_ADAPTER = "best_adapter"
 LATEST_ADAPTER = "adapter"
+BEST_PIXEL_ANONYMIZER = "best_pixel_anonymizer"  # f_P the selection rule kept (train.anonymizer=pixel_unet)
+LATEST_PIXEL_ANONYMIZER = "pixel_anonymizer"  # f_P of the last epoch
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://")
+
+
+def is_remote(path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` names an object store (s3://, gs://) rather than a local or mounted folder."""
+    return str(path or "").startswith(REMOTE_SCHEMES)
+
+
+def staging_folder(uri: str) -> Path:
+    """The local folder a run whose output_dir is ``uri`` writes into before :meth:`RunFolder.publish`."""
+    uri = uri.rstrip("/")
+    base = os.path.expanduser(os.environ.get("SPLAVU_STAGING", "~/.cache/splavu_ray/staging"))
+    name = uri.rsplit("/", 1)[-1] or "run"
+    return Path(base).resolve() / f"{name}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
+
+
+def upload_folder(folder: str | os.PathLike, uri: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Copy every file below the local ``folder`` (but the relative paths in ``exclude``) to the same relative
+    paths under ``uri``; returns the relative paths copied. Errors name the URI and the reason."""
+    from pyarrow import fs as pafs
+
+    folder = Path(folder)
+    files = sorted(rel for p in folder.rglob("*") if p.is_file()
+                   and (rel := p.relative_to(folder).as_posix()) not in exclude)
+    try:
+        fs, base = pafs.FileSystem.from_uri(uri.rstrip("/"))
+        for rel in files:
+            pafs.copy_files(str(folder / rel), f"{base}/{rel}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+    except Exception as exc:  # noqa: BLE001 - unknown scheme, credentials, network: name the URI
+        raise OSError(f"cannot upload {folder} to {uri}: {type(exc).__name__}: {exc}") from None
+    return files
 
 
 @dataclass(frozen=True)
 class RunFolder:
     root: Path
     storage: str | None = None  # ray.storage_path; None = root/ray
+    remote: str | None = None  # output_dir when it is a URI: root is then its local staging folder
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
     @classmethod
     def of(cls, cfg) -> "RunFolder":
-        """The folder of a Config (``output_dir``, ``ray.storage_path``)."""
+        """The folder of a Config (``output_dir``, ``ray.storage_path``); an s3:// / gs:// ``output_dir`` is
+        staged locally and its checkpoints default to ``output_dir/ray``."""
+        if is_remote(cfg.output_dir):
+            uri = cfg.output_dir.rstrip("/")
+            return cls(staging_folder(uri), cfg.ray.storage_path or f"{uri}/ray", uri)
         return cls(cfg.output_path, cfg.ray.storage_path)
+
+    @property
+    def location(self) -> str:
+        """Where the run's files end up: the URI of a staged folder, else the local folder."""
+        return self.remote or str(self.root)
+
+    def publish(self) -> str | None:
+        """Upload the staging folder to ``output_dir`` when that is a URI (results, adapters, report, config);
+        returns the URI, None for a local folder (nothing to do)."""
+        if not self.remote:
+            return None
+        upload_folder(self.root, self.remote)
+        return self.remote
 
     def make(self) -> "RunFolder":
         self.root.mkdir(parents=True, exist_ok=True)
@@ -85,9 +144,14 @@ class RunFolder:
         return f"{self.checkpoints.rstrip('/')}/{run_name}"
 
     # -- sweeps ----------------------------------------------------------------------------------------
-    def trial(self, trial_id: str) -> "RunFolder":
-        """The run folder of one sweep trial (its checkpoints inside it)."""
+    def trial(self, trial_id: str, remote: str | None = None) -> "RunFolder":
+        """The run folder of one sweep trial (its checkpoints inside it). ``remote``: the sweep's trials URI
+        (``<ray.storage_path>/<sweep name>/trials``, splavu_ray.search.spec.trials_location): the trial's
+        checkpoints go to ``remote/ID/ray`` and :meth:`publish` uploads its folder to ``remote/ID``."""
         root = self.root / "trials" / trial_id
+        if remote:
+            uri = f"{remote.rstrip('/')}/{trial_id}"
+            return RunFolder(root, f"{uri}/ray", uri)
         return RunFolder(root, str(root / "ray"))
 
     @property

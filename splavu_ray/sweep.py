@@ -10,6 +10,12 @@ running the same command again continues the study: finished trials are kept, tr
 the interruption are marked failed and replaced. Outputs (output_dir): trials.csv, pareto.csv,
 summary.json, pareto.png and the frontier trials' adapters in pareto_adapters/.
 
+Each trial's driver holds one ``splavu_driver`` (the head's custom resource) and no CPU; its Train workers
+and its evaluation (a Ray task) hold ``base.scaling``'s CPUs/GPUs. Trials at once: ``resources.max_concurrent``,
+else the cluster at its maxima (the autoscaler's node types), never fewer because workers are not up yet.
+With ``base.ray.storage_path`` an s3:// / gs:// URI the trials' files live under
+``<storage_path>/<sweep name>/trials/<trial id>/`` (docs/sweeps.md).
+
 Overrides apply to the sweep file; training-config keys go under ``base.`` (``base.optim.epochs=2``).
 """
 

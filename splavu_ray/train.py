@@ -14,6 +14,7 @@ import sys
 
 from .config import CONFIG_DIR, Config, ConfigError, load_config
 from .distributed.run import run
+from .run_folder import RunFolder
 from .training.preflight import check_inputs
 
 
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         _, cfg = parse_args(argv)
         check_inputs(cfg)
         run(cfg)
+        if uri := RunFolder.of(cfg).publish():  # output_dir=s3://...: the staged run folder goes up
+            print(f"[splavu] run folder uploaded to {uri}", flush=True)
     except ConfigError as exc:  # bad config, or e.g. evaluation labels missing, found before training starts
         print(f"error: {exc}", file=sys.stderr)
         return 2

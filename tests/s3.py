@@ -12,11 +12,35 @@ ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAUL
        "AWS_EC2_METADATA_DISABLED": "true"}
 
 
+def _complete_multipart_root_tag() -> None:
+    """moto 5.2.1 answers CompleteMultipartUpload with the root tag CompleteMultipartUploadResponse instead of
+    S3's CompleteMultipartUploadResult (getmoto/moto#10055); pyarrow's S3 (Ray Train's checkpoints, copy_files)
+    checks that tag and fails every multipart upload. Rename it in this process's server."""
+    from moto.s3.responses import S3Response
+
+    post = S3Response._key_response_post
+    if getattr(post, "_splavu_fixed", False):
+        return
+
+    def fixed(self, *args, **kwargs):
+        out = post(self, *args, **kwargs)
+        if isinstance(out, tuple) and len(out) == 3 and isinstance(out[2], (str, bytes)):
+            body = out[2]
+            bad, good = "CompleteMultipartUploadResponse", "CompleteMultipartUploadResult"
+            body = body.replace(bad, good) if isinstance(body, str) else body.replace(bad.encode(), good.encode())
+            out = (out[0], out[1], body)
+        return out
+
+    fixed._splavu_fixed = True
+    S3Response._key_response_post = fixed
+
+
 @contextmanager
 def s3_server() -> Iterator[str]:
     """Start moto's S3 server on a free loopback port; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    _complete_multipart_root_tag()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

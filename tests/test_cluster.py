@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -86,32 +87,235 @@ def test_cloud_yaml_node_roles(path):
     assert not on_spot(head["node_config"]), "the head (driver, Tune) must be on-demand"
     assert len(workers) >= 2 and all(on_spot(w["node_config"]) for w in workers.values())
     assert all(w.get("min_workers", 0) == 0 for w in workers.values()), "GPU workers autoscale from zero"
-    assert head["resources"].get("CPU") == 0
-    # setup installs this project from the synced checkout
-    assert any("pip install" in c and "splavu_ray" in c for c in cfg["setup_commands"])
-    assert "." in cfg["file_mounts"].values() and ".git" in cfg["rsync_exclude"]
+    # the custom-resource contract: no work on the head but the sweeps' trial drivers
+    assert head["resources"] == {"CPU": 0, "splavu_driver": 8}
+    # a worker type per role, each declaring its GPUs and the accelerator type Ray detects on them
+    assert {"extract", "train", "trial"} <= set(workers), sorted(workers)
+    assert workers["trial"]["resources"]["GPU"] == 1, "sweep trials get one GPU each"
+    for name, w in workers.items():
+        acc = [r for r in w["resources"] if r.startswith("accelerator_type:")]
+        assert len(acc) == 1 and w["resources"][acc[0]] == 1, f"{name}: one accelerator_type resource"
+        assert w["resources"].get("GPU", 0) >= 1 and w["resources"].get("CPU", 0) >= 1, name
+        assert w["max_workers"] <= cfg["max_workers"], name
+    assert sum(w["max_workers"] for w in workers.values()) <= cfg["max_workers"]
 
 
-def image_tag(path: Path) -> str:
-    return load(path)["docker"]["image"]
+# The GPU each instance type carries, as nvidia-smi names it (the providers' instance-type pages).
+GPU_OF_INSTANCE = {"g6.12xlarge": "NVIDIA L4", "g6.2xlarge": "NVIDIA L4", "p4d.24xlarge": "NVIDIA A100-SXM4-40GB",
+                   "g2-standard-48": "NVIDIA L4", "g2-standard-8": "NVIDIA L4", "a2-highgpu-8g": "NVIDIA A100-SXM4-40GB"}
 
 
 @pytest.mark.parametrize("path", CLOUD_YAMLS, ids=lambda p: p.name)
-def test_image_ray_version_equals_project_pin(path):
+def test_worker_accelerator_type_is_what_ray_detects(path):
+    """A task that asks for accelerator_type=X must be able to land on the type that declares it: the
+    declared name is the one Ray's own detection derives from the GPU's name on that node."""
+    from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
+
+    cfg = load(path)
+    for name, t in cfg["available_node_types"].items():
+        if name == cfg["head_node_type"]:
+            continue
+        nc = t["node_config"]
+        instance = nc.get("InstanceType") or nc.get("machineType")
+        assert instance in GPU_OF_INSTANCE, f"{name}: add {instance}'s GPU to GPU_OF_INSTANCE"
+        detected = NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type(GPU_OF_INSTANCE[instance])
+        assert f"accelerator_type:{detected}" in t["resources"], (name, detected, t["resources"])
+
+
+def test_scaling_accelerator_type_reaches_ray():
+    """`scaling.accelerator_type=X` (the train CLI's override) becomes Ray's `accelerator_type:X` request on
+    the Train workers and the embedding actors; without use_gpu it is refused before any work."""
+    import ray.train
+
+    from splavu_ray.config import ConfigError
+    from splavu_ray.distributed.feature_job import _accelerator
+    from splavu_ray.train import parse_args
+
+    _, cfg = parse_args(["scaling.use_gpu=true", "scaling.accelerator_type=A100"])
+    scaling = ray.train.ScalingConfig(num_workers=1, use_gpu=True, accelerator_type=cfg.scaling.accelerator_type)
+    assert scaling._resources_per_worker_not_none["accelerator_type:A100"] > 0
+    assert _accelerator(cfg) == {"accelerator_type": "A100"}
+    assert _accelerator(parse_args(["scaling.use_gpu=true"])[1]) == {}
+    with pytest.raises((ConfigError, SystemExit)):
+        parse_args(["scaling.accelerator_type=A100"])
+
+
+@pytest.mark.parametrize("path", CLOUD_YAMLS, ids=lambda p: p.name)
+def test_sweep_concurrency_on_the_yaml_counts_only_the_asked_gpu_model(path):
+    """What a sweep derives from the autoscaler config `ray up` writes on the head: 8-GPU trials fit once on
+    the A100 type (1 node), three times on the L4 types (4x4 + 8x1 GPUs), four times with any GPU."""
+    from ray.autoscaler._private.util import prepare_config
+
+    from splavu_ray.config import validate
+    from splavu_ray.distributed.tune import capacity_from_autoscaler, concurrency
+    from splavu_ray.search.spec import load_sweep
+
+    cap = capacity_from_autoscaler(prepare_config(load(path)))
+    found = {}
+    for acc in ("A100", "L4", None):
+        extra = [f"base.scaling.accelerator_type={acc}"] if acc else []
+        spec, base = load_sweep(REPO / "sweeps" / "adapter.yaml",
+                                ["base.scaling.use_gpu=true", "base.scaling.num_workers=8", *extra])
+        found[acc] = concurrency(spec, validate(base), cap)
+    assert found == {"A100": 1, "L4": 3, None: 4}
+
+
+def boot_commands(cfg: dict) -> list[str]:
+    keys = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands")
+    cmds = [c for k in keys for c in cfg.get(k) or []]
+    for t in cfg.get("available_node_types", {}).values():
+        cmds += [c for k in keys for c in t.get(k) or []]
+    return cmds
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+def test_nothing_is_installed_at_boot(path):
+    for cmd in boot_commands(load(path)):
+        assert not re.search(r"\b(pip3?|uv|conda|mamba|apt(-get)?)\b.*\binstall\b", cmd), (
+            f"{path.name} installs at boot: {cmd!r}; put it in cluster/Dockerfile (cloud) or the nodes' "
+            "environment (local)")
+
+
+RAY_VERSION = (CLUSTER / "RAY_VERSION").read_text().strip()
+
+
+def lock_pins() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n;]+)", (CLUSTER / "requirements.lock").read_text(), re.M))
+
+
+def test_one_ray_version_for_client_image_lock_and_yamls():
+    """cluster/RAY_VERSION is the cluster's Ray. The Dockerfile builds on Ray's image of that version, the
+    lock file pins it, every cloud YAML runs an image tagged with it and checks it at setup, pyproject's
+    range admits it (from 2.52 on, which has token auth) and the client tested here runs it."""
     import ray
     import tomllib
     from packaging.requirements import Requirement
+    from packaging.version import Version
 
-    image = image_tag(path)
-    m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-gpu", image)
-    assert m, f"{path.name}: image {image!r} is not a pinned rayproject/ray:<version>-py3XX-gpu tag"
-    version, py = m.group(1), f"{m.group(2)}.{m.group(3)}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", RAY_VERSION), RAY_VERSION
+    docker_from = re.findall(r"^FROM\s+(\S+)", (CLUSTER / "Dockerfile").read_text(), re.M)
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    assert docker_from == [f"rayproject/ray:{RAY_VERSION}-{py}-gpu"], docker_from
+    assert lock_pins().get("ray") == RAY_VERSION
+    assert re.search(rf"^ray\[[a-z,]+\]=={re.escape(RAY_VERSION)}$", (CLUSTER / "requirements.in").read_text(), re.M)
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     ray_req = next(Requirement(r) for r in pyproject["dependencies"] if Requirement(r).name == "ray")
-    assert version in ray_req.specifier, f"image Ray {version} outside the pin {ray_req.specifier}"
-    assert version == ray.__version__, f"image Ray {version} != tested Ray {ray.__version__}"
-    assert py == f"{sys.version_info.major}.{sys.version_info.minor}", "image Python != tested Python"
-    assert len({image_tag(p) for p in CLOUD_YAMLS}) == 1, "all cloud YAMLs use one image"
+    assert RAY_VERSION in ray_req.specifier, f"cluster Ray {RAY_VERSION} outside the pin {ray_req.specifier}"
+    assert not ray_req.specifier.contains("2.51.9"), f"{ray_req.specifier}: token authentication needs Ray >= 2.52"
+    assert Version(ray.__version__) == Version(RAY_VERSION), f"client Ray {ray.__version__} != cluster {RAY_VERSION}"
+    for path in CLOUD_YAMLS:
+        cfg = load(path)
+        image = cfg["docker"]["image"]
+        assert image.rsplit(":", 1)[1] == f"{RAY_VERSION}-{py}-gpu", f"{path.name}: {image}"
+        assert image.split("/")[0] != "rayproject", f"{path.name}: run the project image (cluster/Dockerfile)"
+        assert any(f"ray.__version__ == '{RAY_VERSION}'" in c for c in cfg["setup_commands"]), path.name
+    assert len({load(p)["docker"]["image"].rsplit("/", 1)[1] for p in CLOUD_YAMLS}) == 1, "one image everywhere"
+
+
+def test_lock_file_pins_every_dependency_with_hashes():
+    """The image installs exactly the lock: every project dependency is pinned there (linux x86_64,
+    Python 3.11), with hashes, and the pins satisfy pyproject's ranges."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = (CLUSTER / "requirements.lock").read_text()
+    pins = {canonicalize_name(k): v for k, v in lock_pins().items()}
+    assert "--python-version 3.11" in text and "--python-platform x86_64-manylinux" in text
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+    assert all("--hash=sha256:" in e for e in entries if "==" in e), "every pin carries its hashes"
+    for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(dep)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not in cluster/requirements.lock: regenerate it (cluster/README.md)"
+        assert pins[name] in req.specifier, f"lock pins {req.name}=={pins[name]}, outside {req.specifier}"
+    for extra in ("deepspeed", "transformers", "torch", "boto3", "google-api-python-client"):
+        assert extra in pins
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert "--require-hashes -r /tmp/splavu/requirements.lock" in dockerfile
+    installs = re.findall(r"pip install[^\n]*", dockerfile)
+    assert all("requirements.lock" in c or "--no-deps" in c for c in installs), installs
+
+
+@pytest.mark.parametrize("path", CLOUD_YAMLS, ids=lambda p: p.name)
+def test_token_auth_inside_the_containers(path):
+    run_options = " ".join(load(path)["docker"]["run_options"])
+    assert "--env RAY_AUTH_MODE=token" in run_options
+
+
+def test_aws_ssh_ingress_is_restricted():
+    """Ray's launcher opens SSH to 0.0.0.0/0 in any security group it creates; gpu.yaml names its own
+    group on every node type, so Ray's code creates none (checked without AWS: it returns before any
+    call), and the documented rule admits a user-given CIDR, never 0.0.0.0/0."""
+    from ray.autoscaler._private.aws import config as aws_config
+    from ray.autoscaler._private.util import prepare_config
+
+    default_rules = aws_config._create_default_inbound_rules({"sg-1"})
+    assert any(r.get("IpRanges") == [{"CidrIp": "0.0.0.0/0"}] for r in default_rules)  # why we bring our own
+    cfg = prepare_config(load(CLUSTER / "gpu.yaml"))
+    groups = {tuple(t["node_config"].get("SecurityGroupIds", ())) for t in cfg["available_node_types"].values()}
+    assert len(groups) == 1 and () not in groups, groups
+    with mock.patch.object(aws_config, "_upsert_security_groups", side_effect=AssertionError("would create")):
+        aws_config._configure_security_group(copy.deepcopy(cfg))
+    assert "0.0.0.0/0" not in yaml.safe_dump(load(CLUSTER / "gpu.yaml"))  # (its comments say why not)
+    ingress = [a for _, a in documented_commands() if a[:3] == ["aws", "ec2", "authorize-security-group-ingress"]]
+    ssh = [a for a in ingress if "22" in a and "--cidr" in a]
+    assert ssh and all(a[a.index("--cidr") + 1] not in ("0.0.0.0/0", "::/0") for a in ssh), ingress
+
+
+def test_gcp_ssh_ingress_is_restricted():
+    """Ray's GCP bootstrap puts nodes without networkInterfaces on the project's first subnetwork (usually
+    `default`, whose default-allow-ssh admits 0.0.0.0/0); every gcp.yaml node type names the splavu-ray
+    subnetwork, whose documented SSH rule admits a user-given CIDR."""
+    cfg = load(CLUSTER / "gcp.yaml")
+    for name, t in cfg["available_node_types"].items():
+        nets = t["node_config"].get("networkInterfaces")
+        assert nets and all(n["subnetwork"].endswith("/subnetworks/splavu-ray") for n in nets), name
+    rules = [a for _, a in documented_commands() if a[:4] == ["gcloud", "compute", "firewall-rules", "create"]]
+    flags = [" ".join(a) for a in rules]
+    assert any("tcp:22" in f for f in flags), flags
+    for a in rules:
+        src = next((x.split("=", 1)[1] for x in a if x.startswith("--source-ranges=")), None)
+        assert src and "0.0.0.0/0" not in src, a
+        assert "--network=splavu-ray" in a, a
+
+
+def test_aws_iam_policies():
+    """The head's role may launch and end this cluster's instances and pass the worker role (iam:PassRole)
+    to them, nothing wider; the workers' role has no EC2 or IAM rights."""
+    import json
+
+    cfg = load(CLUSTER / "gpu.yaml")
+    head = json.loads((CLUSTER / "aws-iam-policy.json").read_text())
+    worker = json.loads((CLUSTER / "aws-iam-worker-policy.json").read_text())
+    json.loads((CLUSTER / "aws-trust-policy.json").read_text())
+    actions = lambda pol: {a for s in pol["Statement"] for a in s["Action"]}  # noqa: E731
+    assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags", "iam:PassRole"} <= actions(head)
+    passrole = [s for s in head["Statement"] if "iam:PassRole" in s["Action"]]
+    profiles = {t["node_config"]["IamInstanceProfile"]["Name"] for n, t in cfg["available_node_types"].items()
+                if n != cfg["head_node_type"]}
+    assert profiles == {"splavu-ray-worker"}
+    assert [s["Resource"] for s in passrole] == ["arn:aws:iam::YOUR-ACCOUNT-ID:role/splavu-ray-worker"]
+    terminate = next(s for s in head["Statement"] if "ec2:TerminateInstances" in s["Action"])
+    assert terminate["Condition"]["StringEquals"]["ec2:ResourceTag/ray-cluster-name"] == cfg["cluster_name"]
+    assert cfg["provider"]["region"] in json.dumps(head)
+    assert not any(a.startswith(("ec2:", "iam:")) for a in actions(worker)), actions(worker)
+    assert all(s["Resource"] != "*" or s["Action"] in (["ec2:Describe*"], ["ec2:RunInstances"], ["ec2:CreateTags"],
+                                                       ["ecr:GetAuthorizationToken"]) for s in head["Statement"])
+
+
+def test_gcp_roles_are_granted_as_documented():
+    """Every (account, role) row of cluster/gcp-roles.md is granted by a `gcloud` command of docs/cluster.md
+    to the account gcp.yaml names, including the two the autoscaler needs to create workers."""
+    cfg = load(CLUSTER / "gcp.yaml")
+    head_sa = cfg["available_node_types"][cfg["head_node_type"]]["node_config"]["serviceAccounts"][0]["email"]
+    assert head_sa.startswith("splavu-ray-head@")
+    rows = re.findall(r"^\| `(splavu-ray-\w+)` \| `(roles/[\w.]+)` \|", (CLUSTER / "gcp-roles.md").read_text(), re.M)
+    assert ("splavu-ray-head", "roles/compute.instanceAdmin.v1") in rows
+    assert ("splavu-ray-head", "roles/iam.serviceAccountUser") in rows
+    grants = [" ".join(a) for _, a in documented_commands() if a[0] == "gcloud" and "--role" in " ".join(a)]
+    for account, role in rows:
+        assert any(f"{account}@" in g and f"--role={role}" in g for g in grants), (account, role)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,7 +324,7 @@ def test_image_ray_version_equals_project_pin(path):
 
 DOCS = [REPO / "docs" / "cluster.md", CLUSTER / "README.md", REPO / "README.md"]
 # Tools the docs name that this project does not ship (the user's cloud CLIs and shell basics).
-EXTERNAL = {"aws", "gcloud", "cd", "git", "pip", "export", "ssh", "ls"}
+EXTERNAL = {"aws", "gcloud", "cd", "git", "pip", "export", "ssh", "ls", "docker", "uv", "timeout", "unshare"}
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
@@ -132,8 +336,15 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                 line = line.split(" #", 1)[0].strip()
                 if not line or line.startswith("#"):
                     continue
-                for part in re.split(r"&&|;", line):
-                    argv = shlex.split(part)
+                lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+                lexer.whitespace_split = True
+                parts, argv = [], []
+                for tok in lexer:  # quote-aware: a `;` inside quotes stays in its argument
+                    if tok in (";", "&&", "||", "|"):
+                        parts, argv = parts + [argv], []
+                    else:
+                        argv.append(tok)
+                for argv in parts + [argv]:
                     while argv and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", argv[0]):
                         argv = argv[1:]  # leading VAR=value assignments
                     if argv:
@@ -169,6 +380,10 @@ def check_python_module(argv: list[str]) -> None:
         from splavu_ray.train import parse_args
 
         parse_args([a for a in argv[3:] if a != "..."])
+    if module == "splavu_ray.sweep":  # the sweep file exists and its overrides validate
+        from splavu_ray.search.spec import load_sweep
+
+        load_sweep(REPO / argv[3], [a for a in argv[4:] if a != "..."])
 
 
 def check_command(argv: list[str]) -> None:

@@ -3,8 +3,10 @@
 Layout of a store folder (local path or s3:// / gs:// URI)::
 
     meta.json                 backbone description, clip protocol, manifest, feature width
-    rejects.jsonl             rows that could not be decoded, with the reason (local stores)
     shards/part-00000.parquet one row per manifest row: the manifest columns + features
+    rejects/part-00000.jsonl  the rows of that shard that could not be decoded, with the reason
+                              (written before the shard, by whoever writes the shard)
+    rejects.jsonl             all of them, merged when the store is complete (``FeatureStore.rejects``)
 
 Feature columns (float32, flattened, with their counts):
     clips       (num_clips, dim)  clip features (trimmed: evenly spaced clips; untrimmed: windows)
@@ -27,10 +29,12 @@ import pyarrow.parquet as pq
 
 from ..config import Config
 from .manifest import SCHEMA as MANIFEST_SCHEMA
+from .pixel_ops import LEARNED, anonymizer_digest
 
 META = "meta.json"
 SHARDS = "shards"
-REJECTS = "rejects.jsonl"  # rows extraction dropped, one JSON line each (local stores)
+REJECTS = "rejects.jsonl"  # rows extraction dropped, one JSON line each (all shards, merged)
+REJECTS_DIR = "rejects"  # the same, one file per shard: rejects/part-00000.jsonl
 
 FEATURE_FIELDS = [
     pa.field("clips", pa.list_(pa.float32())),
@@ -54,13 +58,26 @@ def is_untrimmed(row: dict[str, Any], untrimmed_splits=()) -> bool:
     return bool(row.get("segments")) or row.get("anomaly") is True or row.get("split") in untrimmed_splits
 
 
+def manifest_stamp(manifest_path: str) -> str:
+    """The manifest's content identity: size and modification time (ns for a local file; what the object
+    store reports for an s3:// / gs:// one), so a manifest edited at the same path gets another store."""
+    fs, path = _fs(str(manifest_path))
+    if fs is None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "missing"
+        return f"{st.st_size}-{st.st_mtime_ns}"
+    info = fs.get_file_info(path)
+    if info.type.name == "NotFound":
+        return "missing"
+    mtime = info.mtime_ns if info.mtime_ns is not None else "?"
+    return f"{info.size}-{mtime}"
+
+
 def store_key(cfg: Config, manifest_path: str) -> str:
-    """Identity of a feature store: manifest (path + size + mtime), backbone, clip protocol."""
-    try:
-        st = os.stat(manifest_path)
-        stamp = f"{st.st_size}-{int(st.st_mtime)}"
-    except OSError:
-        stamp = "remote"
+    """Identity of a feature store: manifest (path + :func:`manifest_stamp`), backbone, clip protocol."""
+    stamp = manifest_stamp(manifest_path)
     d = cfg.data
     ident = {
         "manifest": str(manifest_path), "stamp": stamp, "backbone": cfg.backbone.model_dump(exclude={"batch_size"}),
@@ -71,7 +88,9 @@ def store_key(cfg: Config, manifest_path: str) -> str:
     if d.min_frames is not None:  # unset (half a clip) keeps the identity stores had before the setting existed
         ident["min_frames"] = d.min_frames
     if d.pixel.transform is not None:  # a pixel baseline's frames: a store of its own (data.pixel)
-        ident["pixel"] = d.pixel.model_dump()
+        ident["pixel"] = d.pixel.model_dump(exclude={"anonymizer"})  # (the baselines' identity as before it)
+        if d.pixel.transform == LEARNED:  # f_P: its weights' digest, wherever the export lies
+            ident["pixel"]["anonymizer"] = anonymizer_digest(d.pixel.anonymizer)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -91,6 +110,10 @@ def _fs(root: str):
     if "://" in root and not root.startswith("file://"):
         from pyarrow import fs as pafs
 
+        if root.startswith("s3://") and "?" not in root:
+            # small objects (meta, shards, rejects) in one PutObject rather than a multipart upload:
+            # fewer requests, and what S3-compatible stores that lack multipart quirks (moto) accept
+            root += "?allow_delayed_open=true"
         return pafs.FileSystem.from_uri(root)
     return None, str(Path(root.removeprefix("file://")).expanduser())
 
@@ -177,6 +200,49 @@ class FeatureStore:
             os.replace(tmp, final)
         else:
             fs.move(tmp, final)
+        return final
+
+    def write_rejects(self, index: int, records: Sequence[dict[str, Any]]) -> str:
+        """The rejected rows of shard ``index`` (uri, reason, detail, ...), one JSON line each; written
+        before the shard itself, so a finished shard always has its rejects beside it."""
+        return self._write_bytes(f"{REJECTS_DIR}/{shard_name(index)[:-len('.parquet')]}.jsonl",
+                                 "".join(json.dumps(r) + "\n" for r in records).encode())
+
+    def merge_rejects(self) -> list[dict[str, Any]]:
+        """Write ``rejects.jsonl``: the rejects of every finished shard, in shard order; returns them."""
+        records = self.rejects()
+        self._write_bytes(REJECTS, "".join(json.dumps(r) + "\n" for r in records).encode())
+        return records
+
+    def rejects(self) -> list[dict[str, Any]]:
+        """The rows extraction dropped (one dict each, with ``uri``, ``reason``, ``detail``), read from the
+        per-shard files of the finished shards (local or remote store)."""
+        fs, path = _fs(self.root)
+        out: list[dict[str, Any]] = []
+        for i in sorted(self.finished_shards()):
+            name = f"{path}/{REJECTS_DIR}/{shard_name(i)[:-len('.parquet')]}.jsonl"
+            try:
+                if fs is None:
+                    data = Path(name).read_bytes()
+                else:
+                    with fs.open_input_stream(name) as f:
+                        data = f.read()
+            except (FileNotFoundError, OSError):
+                continue  # a shard written before per-shard rejects existed
+            out.extend(json.loads(line) for line in data.decode().splitlines() if line.strip())
+        return out
+
+    def _write_bytes(self, relative: str, data: bytes) -> str:
+        fs, path = _fs(self.root)
+        final = f"{path}/{relative}"
+        if fs is None:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = f"{final}.tmp-{os.getpid()}"
+            Path(tmp).write_bytes(data)
+            os.replace(tmp, final)
+        else:
+            with fs.open_output_stream(final) as f:  # an object appears whole when the stream closes
+                f.write(data)
         return final
 
     # -- reading ---------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ SCHEMA = pa.schema(
         pa.field("anomaly_segments", pa.list_(ANOMALY_SEGMENT_TYPE)),  # seconds
         pa.field("num_frames", pa.int64()),
         pa.field("fps", pa.float64()),
+        # optional: URI of the row's person mask (splavu_ray.data.person_masks: one (T, H, W) bool mask per
+        # frame, True on the person); what the ``blacken`` pixel baseline needs. None = no mask.
+        pa.field("person_mask", pa.string()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)

@@ -9,7 +9,9 @@ result into a feature store of its own (the transform is part of the store's ide
   encoder sees the detail of a camera with half (a quarter of) the resolution;
 - ``blur``: a Gaussian blur of standard deviation ``blur_sigma`` times the frame's short side;
 - ``pixelate``: the mosaic of broadcast TV: the mean colour of blocks, ``pixelate_blocks`` across the short
-  side, each block filled with it.
+  side, each block filled with it;
+- ``blacken``: the person region set to black, from the row's person mask (splavu_ray.data.person_masks;
+  the caller gives the masks of the decoded frames, (..., H, W) bool).
 """
 
 from __future__ import annotations
@@ -20,7 +22,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PIXEL_TRANSFORMS = ("downsample2", "downsample4", "blur", "pixelate")
+PIXEL_TRANSFORMS = ("downsample2", "downsample4", "blur", "pixelate", "blacken")
+NEEDS_MASK = ("blacken",)  # transforms that need the manifest's person_mask column
+
+# The learned pixel anonymizer f_P (splavu_ray.models.pixel_anonymizer): data.pixel.transform="learned" with
+# data.pixel.anonymizer=its export. The net lives with the models; the embedder applies it after the eval
+# crop, where the backbone's input is made. Its weights' digest, not its path, is part of a store's identity.
+LEARNED = "learned"
+ANONYMIZER_WEIGHTS = "pixel_anonymizer.safetensors"
+ANONYMIZER_CONFIG = "pixel_anonymizer.json"
+
+
+def anonymizer_weights_file(path: str) -> str:
+    """The weights file of a pixel anonymizer export (``path``: its folder or one of its files)."""
+    import os
+
+    folder = os.path.dirname(path) if os.path.isfile(path) else path
+    weights = os.path.join(os.path.expanduser(folder), ANONYMIZER_WEIGHTS)
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{path} is not a pixel anonymizer export: no {ANONYMIZER_WEIGHTS} in {folder} "
+                                "(python -m splavu_ray.train --config splavu_ray/configs/pixel_unet.yaml writes "
+                                "best_pixel_anonymizer/ into its output_dir)")
+    return weights
+
+
+def anonymizer_digest(path: str) -> str:
+    """sha256 of a pixel anonymizer's weights: what the feature store's identity records for it."""
+    import hashlib
+
+    with open(anonymizer_weights_file(path), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _as_nchw(frames) -> tuple[torch.Tensor, tuple[int, ...], bool]:
@@ -68,8 +99,26 @@ def pixelate(frames, blocks: int):
     return _back(F.interpolate(small, size=(h, w), mode="nearest"), lead, is_numpy)
 
 
-def apply_pixel_transform(frames, name: str, blur_sigma: float = 0.03, pixelate_blocks: int = 8):
-    """One of :data:`PIXEL_TRANSFORMS` on (..., H, W, 3) uint8 frames."""
+def blacken(frames, mask):
+    """Frames with every pixel where ``mask`` (..., H, W) is True set to 0 (black); the others unchanged."""
+    is_numpy = isinstance(frames, np.ndarray)
+    x = torch.as_tensor(frames)
+    m = torch.as_tensor(np.asarray(mask, dtype=bool))
+    if x.dtype != torch.uint8 or x.ndim < 3 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 (..., H, W, 3) frames, got {tuple(x.shape)} {x.dtype}")
+    if tuple(m.shape) != tuple(x.shape[:-1]):
+        raise ValueError(f"blacken: mask shape {tuple(m.shape)} does not match frames {tuple(x.shape[:-1])}")
+    out = x.masked_fill(m.unsqueeze(-1), 0)
+    return out.numpy() if is_numpy else out
+
+
+def apply_pixel_transform(frames, name: str, blur_sigma: float = 0.03, pixelate_blocks: int = 8, mask=None):
+    """One of :data:`PIXEL_TRANSFORMS` on (..., H, W, 3) uint8 frames (``mask``: the frames' person masks,
+    (..., H, W) bool, for the transforms of :data:`NEEDS_MASK`)."""
+    if name in NEEDS_MASK and mask is None:
+        raise ValueError(f"pixel transform {name!r} needs the frames' person masks")
+    if name == "blacken":
+        return blacken(frames, mask)
     if name == "downsample2":
         return downsample(frames, 2)
     if name == "downsample4":

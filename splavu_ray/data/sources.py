@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..config import Config
+from ..run_folder import is_remote
 
 
 def resolve_manifests(cfg: Config) -> dict[str, str]:
@@ -13,7 +14,12 @@ def resolve_manifests(cfg: Config) -> dict[str, str]:
     if d.dataset == "synthetic":
         from .synthetic import ensure_synthetic
 
-        path = str(ensure_synthetic(d.synthetic, os.path.expanduser(d.cache_dir)))
+        if is_remote(d.cache_dir):  # every node reads the videos from the bucket (data.remote_synthetic)
+            from .remote_synthetic import ensure_remote_synthetic
+
+            path = ensure_remote_synthetic(d.synthetic, d.cache_dir)
+        else:
+            path = str(ensure_synthetic(d.synthetic, os.path.expanduser(d.cache_dir)))
         return {"main": path, "privacy": d.privacy_manifest or path}
     if not d.privacy_manifest:
         from ..config import ConfigError

@@ -43,8 +43,10 @@ import numpy as np
 from ..config import SyntheticConfig
 from ..progress import Progress
 from .manifest import write_manifest
+from .person_masks import write_mask
 
-GENERATOR_VERSION = "3"  # bump whenever the pixels or labels change: it is part of the cache key
+GENERATOR_VERSION = "4"  # bump whenever the pixels or labels change: it is part of the cache key
+# (4: person masks beside every file and a person_mask manifest column; pixels and labels as in 3)
 DATASET = "synthetic"
 ACTIONS: tuple[str, ...] = (
     "wave", "clap", "walk", "jump", "squat", "spin", "kick", "bow", "raise_arms", "lower_arms",
@@ -474,9 +476,11 @@ class View:
 
 def render(
     pose: Pose, app: Appearance, bg: np.ndarray, view: View, rng: np.random.Generator,
-    obj: np.ndarray | None = None, chunk: int = 32,
+    obj: np.ndarray | None = None, chunk: int = 32, person_mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """uint8 RGB frames (T, H, W, 3); rendered in chunks of frames to bound memory at high resolution."""
+    """uint8 RGB frames (T, H, W, 3); rendered in chunks of frames to bound memory at high resolution.
+    ``person_mask`` (T, H, W) bool, when given, is filled with where the actor's shapes cover any part of a
+    pixel (painted without drawing from ``rng``, so the frames are the same with or without it)."""
     n, res = len(pose["x"]), bg.shape[0]
     joints = {k: np.stack([view.ground_x + view.scale * v[:, 0], view.ground_y + view.scale * (v[:, 1] - 0.44)], -1)
               .astype(np.float32) for k, v in skeleton(pose, app).items()}
@@ -486,7 +490,12 @@ def render(
     for lo in range(0, n, chunk):
         sl = slice(lo, min(n, lo + chunk))
         img = np.repeat(bg[None], sl.stop - lo, 0)
-        paint(img, actor_shapes({k: v[sl] for k, v in joints.items()}, app, view.scale))
+        shapes = actor_shapes({k: v[sl] for k, v in joints.items()}, app, view.scale)
+        paint(img, shapes)
+        if person_mask is not None:
+            cover = np.zeros((sl.stop - lo, res, res, 1), np.float32)
+            paint(cover, [(pts, r, (1.0,)) for pts, r, _ in shapes])
+            person_mask[sl] = cover[..., 0] > 0
         if obj_path is not None:  # a ball hurled across the scene (parked far off-frame when absent)
             path = np.where(obj[sl, None], obj_path[sl], np.float32(-10 * res))
             paint(img, [([path], 0.2 * res, (255.0, 200.0, 0.0))])
@@ -687,24 +696,33 @@ def item_pose(item: Item, fps: int, rng: np.random.Generator) -> tuple[Pose, np.
     return pose, None
 
 
-def render_item(item: Item, cfg: SyntheticConfig) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 of one item; depends only on the item and cfg."""
+def render_item(item: Item, cfg: SyntheticConfig, person_mask: np.ndarray | None = None) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of one item; depends only on the item and cfg. ``person_mask`` (T, H, W)
+    bool, when given, receives the person's extent per frame (the frames do not change)."""
     rng = np.random.default_rng(list(item.seed))
     if cfg.domain == "urban":  # the second domain: its own renderer, the same motion and labels
         from .synthetic_urban import render_urban
 
         pose, obj = item_pose(item, cfg.fps, rng)
-        return render_urban(item, cfg, pose, obj)
+        return render_urban(item, cfg, pose, obj, person_mask=person_mask)
     bg = background(rng, item.outdoor, cfg.resolution)
     view = View.sample(rng, cfg.resolution, item.app)
     pose, obj = item_pose(item, cfg.fps, rng)
-    return render(pose, item.app, bg, view, rng, obj)
+    return render(pose, item.app, bg, view, rng, obj, person_mask=person_mask)
+
+
+def mask_path(item_path: str) -> str:
+    """Where the person mask of the file ``item_path`` lives, relative to the dataset root."""
+    return str(Path("masks", *Path(item_path).parts[1:]).with_suffix(".npz"))
 
 
 def _write_items(root: str, cfg_json: str, items: list[Item]) -> int:
     cfg = SyntheticConfig.model_validate_json(cfg_json)
     for item in items:
-        frames = render_item(item, cfg)
+        h, w = frame_size(cfg)
+        mask = np.zeros((item.n_frames, h, w), bool)
+        frames = render_item(item, cfg, person_mask=mask)
+        write_mask(Path(root) / mask_path(item.path), mask)
         path = Path(root) / item.path
         path.parent.mkdir(parents=True, exist_ok=True)
         if item.row["media"] == "image":
@@ -746,7 +764,7 @@ def generate(cfg: SyntheticConfig, root: Path, workers: int = 2, uri_root: Path 
             with ProcessPoolExecutor(min(workers, len(batches)), mp_context=get_context("spawn")) as pool:
                 for n in pool.map(_write_items, [str(root)] * len(batches), [cfg_json] * len(batches), batches):
                     progress.update(n)
-    rows = [{**it.row, "uri": str(uri_base / it.path)} for it in items]
+    rows = [{**it.row, "uri": str(uri_base / it.path), "person_mask": str(uri_base / mask_path(it.path))} for it in items]
     (root / "synthetic.json").write_text(json.dumps(
         {"generator_version": GENERATOR_VERSION, "config": cfg.model_dump(mode="json"),
          "files": total, "seconds": round(time.perf_counter() - start, 2)}, indent=1))

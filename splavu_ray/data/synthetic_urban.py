@@ -304,9 +304,11 @@ def _thrown_bag(rng: np.random.Generator, obj: np.ndarray, h: int, w: int) -> tu
     return np.stack([x, y], -1).astype(np.float32), (6.0 * np.pi * u).astype(np.float32)
 
 
-def render_urban(item: Item, cfg, pose: Pose, obj: np.ndarray | None) -> np.ndarray:
+def render_urban(item: Item, cfg, pose: Pose, obj: np.ndarray | None, person_mask: np.ndarray | None = None
+                 ) -> np.ndarray:
     """uint8 RGB frames (T, H, W, 3) of ``item`` in the urban style (cfg: SyntheticConfig), given its motion
-    (``pose``) and the per-frame flags of an 'object' anomaly (``obj``, or None)."""
+    (``pose``) and the per-frame flags of an 'object' anomaly (``obj``, or None). ``person_mask`` (T, H, W)
+    bool, when given, receives the figure's extent per frame (painted without ``rng``: same frames)."""
     rng = np.random.default_rng([*item.seed, 0x0B5E])
     h, w = frame_size(cfg.resolution)
     fps = cfg.fps
@@ -330,6 +332,10 @@ def render_urban(item: Item, cfg, pose: Pose, obj: np.ndarray | None) -> np.ndar
         cols = cam.margin + np.rint(shift[sl]).astype(int)
         img = np.stack([bg[:, c:c + w] for c in cols])
         paint_blobs(img, [(c[sl], rx[sl], ry[sl], a[sl], col) for c, rx, ry, a, col in blobs])
+        if person_mask is not None:
+            cover = np.zeros((sl.stop - lo, h, w, 1), np.float32)
+            paint_blobs(cover, [(c[sl], rx[sl], ry[sl], a[sl], np.ones(1, np.float32)) for c, rx, ry, a, _ in blobs])
+            person_mask[sl] = cover[..., 0] > 0
         if bag is not None:  # parked far off-frame outside the anomaly
             centre = np.where(obj[sl, None], bag[0][sl], np.float32(-10 * w))
             paint_blobs(img, [_blob(centre, 0.22 * h, 0.14 * h, bag[1][sl], (240, 110, 20))])

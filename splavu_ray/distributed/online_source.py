@@ -111,12 +111,16 @@ class OnlineSource:
         # stay in step, also when the stream runs dry.
         gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, self.rank]).integers(2**62)))
         for b in self.stream.epoch(epoch):
-            clips = self._embed_clips(b["clips"], gen).unsqueeze(1)  # one clip per video: L = 1
-            yield Batch(clips, self._embed_static(b["static"]), b["action_id"].long())
+            yield self._batch(b, gen)
         if self.stream.dry and self.stream.dry[0] == epoch and self.rank == 0:
             say(f"[splavu] online train stream ran dry in epoch {epoch + 1}, after step {self.stream.dry[1]} of "
                 f"{self.stream.steps}: the decodable videos fill fewer batches than epochs x steps (rejected "
                 "videos are listed in rejects.jsonl); the remaining steps are skipped")
+
+    def _batch(self, b: dict[str, Any], gen: torch.Generator) -> Batch:
+        """One training batch of decoded rows (a pixel anonymizer's source adds the frames)."""
+        clips = self._embed_clips(b["clips"], gen).unsqueeze(1)  # one clip per video: L = 1
+        return Batch(clips, self._embed_static(b["static"]), b["action_id"].long())
 
     def epoch_metrics(self) -> dict[str, float]:
         """Steps taken this epoch, and the fraction of its rows the stream drew for another epoch."""

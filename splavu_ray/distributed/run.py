@@ -15,7 +15,7 @@ from typing import Any
 from ..config import Config, ConfigError
 from ..data.feature_store import FeatureStore
 from ..data.sources import resolve_manifests
-from ..evaluation.suite import EvalPlan, evaluate_run, plan_evaluation, report_table, write_outputs
+from ..evaluation.suite import EvalPlan, plan_evaluation, report_table, write_outputs
 from ..evaluation.task import EvalInputError
 from ..models.adapter import AnonymizingAdapter, load_adapter
 from ..progress import time_summary
@@ -23,7 +23,9 @@ from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER, RunFolder
 from ..tracking import MlflowTracker, run_artifacts
 from ..training.preflight import check_resume
 from .deepspeed_config import deepspeed_config
+from .evaluation_task import evaluate_in_task
 from .feature_job import ensure_features, ensure_stores
+from .pixel_run import train_and_evaluate_pixel
 from .session import connect
 from .torch_trainer import export_from_result, fit, last_tracking_run
 
@@ -72,6 +74,10 @@ def train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: d
                        tracking_parent: str | None = None, tracker: MlflowTracker | None = None) -> dict:
     """fit -> export -> evaluate the planned tasks -> results.json, results.md and plots in ``folder``.
 
+    Training runs on Ray Train's workers; evaluation in a Ray task with one worker's resources
+    (:func:`splavu_ray.distributed.evaluation_task.evaluate_in_task`), never on this driver's node unless Ray
+    places it there; results.json ``timing.evaluation_task`` records where it ran.
+
     ``started``/``phases``: when the caller's run began and what it spent before (e.g. on features), so
     results.json's wall time and phases cover the whole run.
 
@@ -111,7 +117,7 @@ def _train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: 
     print(f"[splavu] adapter exported to {trained.path} (best epoch {state['best_epoch']}, "
           f"val top-1 {state['best_val_top1']:.2f})", flush=True)
     t_trained = time.time()
-    results = evaluate_run(cfg, trained.adapter, plan, stores)
+    results = evaluate_in_task(cfg, trained.adapter, plan, stores, folder)
     main = stores.get(plan.manifests.get("action", ""))
     results["run"] = {"run_name": cfg.run_name, "adapter": str(trained.path), "best_epoch": state["best_epoch"],
                       "best_val_top1": state["best_val_top1"], "feature_store": feature_store,
@@ -124,7 +130,8 @@ def _train_and_evaluate(cfg: Config, folder: RunFolder, plan: EvalPlan, stores: 
     # The same wall time, finer: Ray Train start-up, the worker's setup / epochs / reports, evaluation per task.
     results["timing"] = {**{f"{k}_s": v for k, v in (phases or {}).items()}, "training": trained.timing,
                          "evaluation_s": {**results.get("timing_s", {}), "total": results["run"]["phases_s"]["evaluation"]},
-                         "total_s": results["run"]["wall_time_s"]}
+                         "total_s": results["run"]["wall_time_s"],
+                         "evaluation_task": results.get("timing", {}).get("evaluation_task")}
     if tracking_run_id:
         results["run"]["mlflow_run_id"] = tracking_run_id
     write_outputs(results, folder, cfg.eval.plots, history=state["history"])
@@ -151,6 +158,13 @@ def run(cfg: Config) -> dict:
     t_features = time.time()
     print(f"[splavu] features ready in {t_features - t_start:.0f}s: {store.root}", flush=True)
 
+    if cfg.train.anonymizer == "pixel_unet":  # f_P, scored like a pixel baseline (distributed/pixel_run.py)
+        results = train_and_evaluate_pixel(cfg, folder, plan, stores, manifests["main"], started=t_start,
+                                           phases={"features": round(t_features - t_start, 1)})
+        print("\n" + folder.results_table.read_text() + f"\nresults: {folder.results_json}", flush=True)
+        print(time_summary(results["run"]["phases_s"], results.get("timing_s"), results["run"]["wall_time_s"]),
+              flush=True)
+        return results
     results = train_and_evaluate(cfg, folder, plan, stores, store.root, manifests["main"], started=t_start,
                                  phases={"features": round(t_features - t_start, 1)}, tracker=tracker)
     print("\n" + report_table(results) + f"\n\nresults: {folder.results_json}\nreport: {folder.report}", flush=True)

@@ -6,12 +6,19 @@ that ``ray start`` happens to have left on this machine. Its first output line s
 it cannot join (unreachable, wrong token) fails at once with a message that names the fix. It also sets
 the environment the Ray Train workers need (:func:`worker_env`) both on this process (local workers
 inherit it) and in the job's runtime environment (remote workers get it from there).
+
+Sweep trial drivers run where the custom resource ``splavu_driver`` is (:data:`DRIVER_RESOURCE`): a cluster's
+head advertises it (cluster yamls: head ``resources: {"CPU": 0, "splavu_driver": 8}``), a fresh local Ray
+started here advertises :data:`LOCAL_DRIVER_SLOTS` of it; ``connect(cfg, driver_slots=True)`` (the sweep)
+refuses a joined cluster without it, naming the fix.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -19,6 +26,12 @@ from ..config import Config, ConfigError
 
 # Seconds to wait for a cluster's head to accept a TCP connection before giving up on it.
 REACH_TIMEOUT_S = 5.0
+# The custom Ray resource a sweep trial's driver holds (one unit, and no CPU): only the head has it, so
+# drivers (and the sweep's files on their disk) never land on a spot worker.
+DRIVER_RESOURCE = "splavu_driver"
+# How many of it a fresh local Ray advertises: as many trial drivers as a cluster head (cluster/*.yaml); how
+# many trials really run at once on one machine is bounded by its CPUs/GPUs (splavu_ray.distributed.tune).
+LOCAL_DRIVER_SLOTS = 8
 
 
 class ClusterJoinError(ConfigError):
@@ -62,11 +75,16 @@ def check_reachable(address: str, source: str, timeout: float = REACH_TIMEOUT_S)
             "to run on a fresh local Ray instead") from None
 
 
-def connect(cfg: Config) -> None:
-    """Join the configured cluster or start a fresh local Ray, once per process (a no-op when Ray is up)."""
+def connect(cfg: Config, driver_slots: bool = False) -> None:
+    """Join the configured cluster or start a fresh local Ray, once per process (a no-op when Ray is up).
+
+    A fresh local Ray advertises ``splavu_driver`` (:data:`LOCAL_DRIVER_SLOTS`). ``driver_slots`` (a sweep):
+    fail, naming the fix, when the Ray joined has no ``splavu_driver`` for the trial drivers."""
     import ray
 
     if ray.is_initialized():
+        if driver_slots:
+            check_driver_slots()
         return
     env = worker_env(cfg)
     for k, v in env.items():
@@ -88,13 +106,35 @@ def connect(cfg: Config) -> None:
     taken = set(((job_env.get("runtime_env") or {}).get("env_vars") or {}))
     env = {k: v for k, v in env.items() if k not in taken}
     try:
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True,
+                 **({"resources": {DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}} if address == "local" else {}))
     except Exception as exc:  # noqa: BLE001 - Ray raises several types here; the user needs the fix, not a trace
         if address == "local":
             raise
         raise ClusterJoinError(join_failure(address, source, exc)) from None
     if address != "local":
         print(f"[splavu] Ray: joined ({len(ray.nodes())} node(s), resources {ray.cluster_resources()})", flush=True)
+    if driver_slots:
+        check_driver_slots()
+
+
+def check_driver_slots() -> None:
+    """The Ray this process is connected to must advertise ``splavu_driver`` (where sweep trial drivers run)."""
+    import ray
+
+    if ray.cluster_resources().get(DRIVER_RESOURCE, 0) < 1:
+        raise ClusterJoinError(
+            f"the Ray cluster has no {DRIVER_RESOURCE!r} resource, which a sweep's trial drivers hold (one each, "
+            f"no CPU) so that they run on the head node. Fix: give the head node that resource, in the cluster "
+            f"yaml `available_node_types.<head type>.resources: {{\"CPU\": 0, \"{DRIVER_RESOURCE}\": 8}}` or with "
+            f"`ray start --head --resources='{{\"{DRIVER_RESOURCE}\": 8}}'` (docs/sweeps.md)")
+
+
+def ray_version() -> str:
+    """This process's Ray version (the client side of a join), as installed."""
+    from importlib.metadata import version
+
+    return version("ray")
 
 
 def join_failure(address: str, source: str, exc: BaseException) -> str:
@@ -104,7 +144,16 @@ def join_failure(address: str, source: str, exc: BaseException) -> str:
     while cause is not None and len(chain) < 8:  # Ray wraps the reason (e.g. a bad token) in its cause
         chain.append(str(cause).lower())
         cause = cause.__cause__ or cause.__context__
-    if any("auth" in c or "token" in c for c in chain):
+    mismatch = next((c for c in chain if "version mismatch" in c), None)
+    if mismatch is not None:
+        # Ray's text: "The cluster was started with: Ray: X Python: Y This process ... Ray: X' Python: Y'"
+        theirs = re.search(r"cluster was started with:\s*ray:\s*(\S+)\s*python:\s*(\S+)", mismatch)
+        cluster = f"Ray {theirs.group(1)} and Python {theirs.group(2)}" if theirs else "the cluster's versions"
+        fix = (f"the cluster runs {cluster}, this client Ray {ray_version()} and Python {platform.python_version()}; "
+               "Ray joins only equal versions. Install the cluster's Ray here (`pip install "
+               "'ray[default,train,tune,data]==VERSION'`, VERSION from cluster/RAY_VERSION, the cluster image's tag), or "
+               "submit with `ray job submit`, whose driver runs on the head (docs/cluster.md)")
+    elif any("auth" in c or "token" in c for c in chain):
         fix = ("the cluster uses token authentication and this client's token does not match: set RAY_AUTH_MODE=token "
                "and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token (docs/cluster.md)")
     else:

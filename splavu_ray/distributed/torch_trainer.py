@@ -15,7 +15,7 @@ from typing import Any
 from ..config import Config
 from ..data.manifest import read_manifest
 from ..models.backbone import RANDOM_PREFIX, build_backbone, model_classes, resolve_source
-from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER, RunFolder
+from ..run_folder import BEST_ADAPTER, BEST_PIXEL_ANONYMIZER, LATEST_ADAPTER, LATEST_PIXEL_ANONYMIZER, RunFolder
 from .clip_stream import clip_dataset, reject_counts
 from .session import worker_env
 from .worker import TRAINER_STATE, train_loop
@@ -172,7 +172,8 @@ def fit(cfg: Config, feature_store: str | None, train_splits: list[str], val_spl
         train_loop,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               accelerator_type=cfg.scaling.accelerator_type),
         run_config=ray.train.RunConfig(
             name=cfg.run_name, storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
@@ -193,7 +194,7 @@ def export_from_result(result, folder: RunFolder) -> dict[str, Any]:
         raise RuntimeError("training finished without a checkpoint")
     paths: dict[str, Any] = {}
     with result.checkpoint.as_directory() as ckpt:
-        for name in (BEST_ADAPTER, LATEST_ADAPTER):
+        for name in (BEST_ADAPTER, LATEST_ADAPTER, BEST_PIXEL_ANONYMIZER, LATEST_PIXEL_ANONYMIZER):
             src = os.path.join(ckpt, name)
             if os.path.isdir(src):
                 dst = folder.adapter(name)

@@ -8,14 +8,23 @@ feature store, which is extracted once for the whole sweep.
 The Optuna study lives in durable storage in the output folder (SQLite by default, or an RDB URL);
 running the same sweep again continues the study: finished trials are kept, trials cut short by the
 interruption are marked failed and replaced.
+
+Where things run: each trial's driver holds one ``splavu_driver`` and no CPU, so it runs on the head node
+(which advertises that resource; a fresh local Ray does too); its Train workers and its evaluation task
+(splavu_ray.distributed.evaluation_task) hold the CPUs/GPUs and go where the autoscaler puts them. How many
+trials run at once: ``resources.max_concurrent``, else the cluster at its maxima (:func:`concurrency`).
+With ``ray.storage_path`` an object-store URI, a trial's checkpoints, adapters and results live under
+``<storage_path>/<sweep name>/trials/<trial id>/`` and the frontier export reads them from there.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -38,12 +47,13 @@ from ..search.spec import (
     fingerprint,
     objective_values,
     trial_config,
+    trials_location,
 )
 from ..tracking import SWEEP_ARTIFACTS, MlflowTracker
 from ..training.preflight import check_inputs
 from .feature_job import ensure_features
 from .run import train_and_evaluate
-from .session import connect
+from .session import DRIVER_RESOURCE, connect, target
 
 
 def optuna_distribution(param: ParamSpec):
@@ -66,7 +76,8 @@ def run_trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     import ray.tune
 
     trial_id = ray.tune.get_context().get_trial_id()
-    folder = RunFolder(ctx["output_dir"]).trial(trial_id)
+    # ray.storage_path a URI: checkpoints, adapters and results under <storage_path>/<sweep>/trials/<id>
+    folder = RunFolder(ctx["output_dir"]).trial(trial_id, ctx.get("trials_uri"))
     cfg = trial_config(ctx["base"], params, folder, f"trial-{trial_id}")
     t0 = time.time()
     # A trial scores privacy and action (the sections the objectives may name) on the shared stores.
@@ -82,11 +93,12 @@ def run_trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
             results["run"]["mlflow_run_id"], {"objective": obj["values"]}, [], end=False)
     # The record lives in the trial's folder, matched to its Optuna trial by the parameters: Tune's Optuna
     # searcher offers no public way to add attributes to the Optuna trial it created.
-    record = {"params": params, "tune_trial_id": trial_id, "trial_dir": str(folder.root),
+    record = {"params": params, "tune_trial_id": trial_id, "trial_dir": folder.location,
               "privacy_metric": obj["privacy_metric"], "raw": obj["raw"], "best_epoch": results["run"]["best_epoch"],
               "train_eval_s": round(time.time() - t0, 1), "finished": time.time(),
               "timing": results.get("timing")}  # where the trial's time went (results.json "timing")
     folder.trial_record.write_text(json.dumps(record, indent=1))
+    folder.publish()  # a trial under a URI: its files (adapters, results, record) go up before it reports
     ray.tune.report(obj["values"])
 
 
@@ -155,18 +167,160 @@ def open_study(spec: SweepSpec, fp: str):
     return study, storage
 
 
-def concurrency(spec: SweepSpec, base: Config, resources: dict[str, float]) -> int:
-    """How many trials fit on the cluster at once (each: its driver + its Train workers)."""
+# ------------------------------------------------------------------------------------------------
+# How many trials at once
+# ------------------------------------------------------------------------------------------------
+
+# The autoscaler's config on a head the cluster launcher made (Ray Tune's own cluster check reads it too).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of node the cluster has, or can add: one node's resources and how many of it at most.
+    ``resources`` None: not declared (left to detection at launch), so not counted."""
+
+    name: str
+    resources: dict[str, float] | None
+    max_count: int
+    head: bool = False
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the cluster can hold: its node types at their maxima (``final``: no node will join beyond them)."""
+
+    nodes: list[NodeType]
+    max_workers: int | None  # the autoscaler's cap on worker nodes of all types together
+    source: str  # where the numbers come from, for the log line
+    final: bool
+
+
+def capacity_from_autoscaler(config: dict[str, Any]) -> Capacity:
+    """The cluster's maxima from an autoscaler (cluster launcher) config: ``available_node_types`` (each type's
+    ``resources`` and ``max_workers``), the head type (one node) and the global ``max_workers``."""
+    head = config.get("head_node_type")
+    nodes = []
+    for name, t in (config.get("available_node_types") or {}).items():
+        res = t.get("resources") or {}
+        declared = {k: float(v) for k, v in res.items()} if ("CPU" in res or name == head) else None
+        nodes.append(NodeType(name, declared, 1 if name == head else int(t.get("max_workers", 0) or 0), name == head))
+    cap = config.get("max_workers")
+    return Capacity(nodes, None if cap is None else int(cap), "the autoscaler's node types at their max_workers", True)
+
+
+def capacity_from_nodes(nodes: list[dict[str, Any]], final: bool) -> Capacity:
+    """The cluster as it is now (``ray.nodes()``): on a Ray this process started, all there will be."""
+    alive = [NodeType(n.get("NodeManagerAddress", "node"), {k: float(v) for k, v in n["Resources"].items()}, 1,
+                      "node:__internal_head__" in n["Resources"]) for n in nodes if n.get("Alive")]
+    return Capacity(alive, None, "the nodes up now" + ("" if final else " (more may join)"), final)
+
+
+def _read_bootstrap() -> dict[str, Any] | None:
+    path = os.path.expanduser(BOOTSTRAP_CONFIG)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def autoscaler_config() -> dict[str, Any] | None:
+    """The autoscaler's config, read on the head node (here when this driver runs there, as under
+    ``ray job submit``; else by a zero-CPU task pinned to the head); None without an autoscaler."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if (local := _read_bootstrap()) is not None:
+        return local
+    here = ray.get_runtime_context().get_node_id()
+    heads = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]]
+    if not heads or heads[0] == here:
+        return None
+    task = ray.remote(_read_bootstrap).options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(heads[0], soft=False))
+    try:
+        return ray.get(task.remote(), timeout=60)
+    except Exception as exc:  # noqa: BLE001 - the live nodes are the fallback
+        print(f"[sweep] could not read the autoscaler config on the head ({type(exc).__name__}: {exc}); "
+              "sizing from the nodes up now", file=sys.stderr, flush=True)
+        return None
+
+
+def cluster_capacity(local: bool) -> Capacity:
+    """The autoscaler's node types at their maxima when the cluster has an autoscaler, else the nodes up now
+    (``local``: a Ray this process started, which nothing will join)."""
+    import ray
+
+    config = None if local else autoscaler_config()
+    if config and config.get("available_node_types"):
+        capacity = capacity_from_autoscaler(config)
+        live = capacity_from_nodes(ray.nodes(), final=True)
+        head = next((t.resources for t in live.nodes if t.head), None)
+        if head is not None:  # the running head knows its own resources (e.g. splavu_driver from `ray start`)
+            capacity.nodes[:] = [NodeType(t.name, head, 1, True) if t.head else t for t in capacity.nodes]
+        return capacity
+    return capacity_from_nodes(ray.nodes(), final=local)
+
+
+def worker_need(base: Config) -> dict[str, float]:
+    """What one Train worker of a trial holds."""
     s = base.scaling
-    cpu = spec.resources.trial_cpus + s.num_workers * s.cpus_per_worker
-    fits = [int(resources.get("CPU", 0) // cpu)]
+    need = {"CPU": float(s.cpus_per_worker)}
     if s.use_gpu and s.gpus_per_worker > 0:
-        fits.append(int(resources.get("GPU", 0) // (s.num_workers * s.gpus_per_worker)))
-    n = min(fits)
-    if n < 1:
-        raise SweepError(f"one trial needs {cpu:g} CPUs (resources.trial_cpus + scaling.num_workers x "
-                         f"cpus_per_worker){' and GPUs' if s.use_gpu else ''}; the cluster has {resources}")
-    return min(n, spec.resources.max_concurrent or n)
+        need["GPU"] = float(s.gpus_per_worker)
+    if s.accelerator_type:  # as Ray Train asks for it: only node types with that GPU model count
+        need[f"accelerator_type:{s.accelerator_type}"] = 0.001
+    return need
+
+
+def concurrency(spec: SweepSpec, base: Config, capacity: Capacity) -> int:
+    """How many trials run at once: ``resources.max_concurrent`` when the sweep file sets it, else as many as
+    the cluster holds at its maxima: each trial holds one ``splavu_driver`` (its driver, on the head, no CPU)
+    and ``scaling.num_workers`` workers of ``scaling.cpus_per_worker`` CPUs (+ ``gpus_per_worker`` GPUs).
+    Workers not up yet are no reason to stop: Tune queues the trials while the autoscaler adds nodes. A clear
+    error only when no trial can ever run (no node type fits a worker, or too few workers ever, no driver slot)."""
+    s, need = base.scaling, worker_need(base)
+
+    def per_node(res: dict[str, float]) -> int:
+        return min(int(res.get(k, 0.0) // v) for k, v in need.items())
+
+    known = [t for t in capacity.nodes if t.resources is not None]
+    unknown = [t.name for t in capacity.nodes if t.resources is None and t.max_count > 0]
+    drivers = sum(int(t.resources.get(DRIVER_RESOURCE, 0)) * t.max_count for t in known)
+    if drivers < 1:
+        raise SweepError(f"no node can run a trial driver: it holds one {DRIVER_RESOURCE!r} (and no CPU), which "
+                         f"only the head node advertises ({capacity.source}); give the head `resources: "
+                         f"{{\"CPU\": 0, \"{DRIVER_RESOURCE}\": 8}}` in the cluster yaml")
+    slots = sum(per_node(t.resources) * t.max_count for t in known if t.head)
+    left = capacity.max_workers if capacity.max_workers is not None else sum(t.max_count for t in known)
+    for t in sorted((t for t in known if not t.head), key=lambda t: -per_node(t.resources)):
+        k = max(0, min(t.max_count, left))
+        slots, left = slots + per_node(t.resources) * k, left - k
+    fits = min(drivers, slots // s.num_workers)
+    wanted = spec.resources.max_concurrent
+    if fits < 1 and capacity.final and not unknown:
+        largest = max((per_node(t.resources) for t in known), default=0)
+        raise SweepError(
+            f"a trial can never run on this cluster ({capacity.source}): it needs scaling.num_workers="
+            f"{s.num_workers} workers of {need}, and " + (
+                f"no node type holds even one (node types: {[(t.name, t.resources) for t in known]})" if largest < 1
+                else f"the cluster holds at most {slots} at once") +
+            "; lower scaling.num_workers / cpus_per_worker / gpus_per_worker, or add a node type that fits")
+    if wanted:
+        return wanted
+    if fits < 1:  # more may join (no autoscaler config seen), or node types whose resources are detected at launch
+        print(f"[sweep] the cluster holds no trial yet ({capacity.source}"
+              f"{', node types without declared resources: ' + str(unknown) if unknown else ''}); running 1 trial "
+              "at a time, queued until workers join (set resources.max_concurrent to choose)", file=sys.stderr,
+              flush=True)
+        return 1
+    return fits
+
+
+def capacity_line(capacity: Capacity) -> str:
+    return ", ".join(f"{t.name} x{t.max_count} {t.resources if t.resources is not None else '(resources not declared)'}"
+                     for t in capacity.nodes) + (f"; at most {capacity.max_workers} worker nodes"
+                                                 if capacity.max_workers is not None else "")
 
 
 def _sweep_run(spec: SweepSpec, base_cfg: Config, study) -> tuple[MlflowTracker | None, str | None]:
@@ -245,15 +399,19 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     folder.sweep_file("sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     folder.sweep_file("base_config.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     study, storage = open_study(spec, fingerprint(spec))
+    trials_uri = trials_location(spec, base)
+    if trials_uri:
+        print(f"[sweep] trial checkpoints, adapters and results under {trials_uri}", flush=True)
     tracker, parent = _sweep_run(spec, base_cfg, study)  # tracking on: the server answers before any work
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = spec.n_trials - done
     print(f"[sweep] study {spec.name!r} ({spec.storage_url}): {done} finished trial(s), {max(remaining, 0)} to run",
           flush=True)
     if remaining > 0:
-        connect(base_cfg)
+        connect(base_cfg, driver_slots=True)
         data = prepare_data(spec, base_cfg)
-        n_parallel = concurrency(spec, base_cfg, ray.cluster_resources())
+        capacity = cluster_capacity(local=target(base_cfg)[0] == "local")
+        n_parallel = concurrency(spec, base_cfg, capacity)
         # Seeded by (seed, trials so far): a resumed sweep is reproducible and does not replay the
         # random first generation of the interrupted one.
         sampler = make_sampler(spec.sampler, spec.sampler.seed + len(study.trials))
@@ -261,11 +419,15 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
             {k: optuna_distribution(p) for k, p in spec.space.items()}, metric=spec.metric_names, mode=spec.directions,
             sampler=sampler, study_name=spec.name, storage=storage)
         ctx = {"output_dir": str(out), "base": base, "objectives": spec.objectives.model_dump(), **data,
-               "mlflow_parent": parent}
+               "mlflow_parent": parent, "trials_uri": trials_uri}
         attempt = 1 + len(list(folder.tune.glob("attempt-*"))) if folder.tune.is_dir() else 1
+        # A trial's driver holds one splavu_driver and no CPU: it runs on the head, never on a spot worker;
+        # its Train workers and its evaluation task hold the CPUs/GPUs (scaling).
         trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, ctx=ctx),
-                                            {"cpu": spec.resources.trial_cpus})
-        print(f"[sweep] running {remaining} trial(s), {n_parallel} at a time", flush=True)
+                                            ray.tune.PlacementGroupFactory([{"CPU": 0, DRIVER_RESOURCE: 1}]))
+        how = ("resources.max_concurrent" if spec.resources.max_concurrent
+               else f"{capacity.source}: {capacity_line(capacity)}")
+        print(f"[sweep] running {remaining} trial(s), {n_parallel} at a time ({how})", flush=True)
         # A fresh Tune experiment per attempt: the Optuna study is what resumes (Tune's own
         # experiment restore has broken repeatedly, ray#30861 #40652), and no scheduler stops trials
         # early (cut-short trials would pollute the front).
@@ -281,13 +443,13 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
             if res.error:
                 print(f"[sweep] a trial failed: {res.error}", file=sys.stderr, flush=True)
     study = optuna.load_study(study_name=spec.name, storage=storage)
-    summary = write_outputs(spec, study, folder)
+    summary = write_outputs(spec, study, folder, trials_uri)
     summary["wall_time_s"] = round(time.time() - t0, 1)
     folder.sweep_file("summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary, out), flush=True)
     if tracker is not None:
         tracker.finish(parent, summary, [folder.sweep_file(name) for name in SWEEP_ARTIFACTS])
-    trial_s = [r["train_eval_s"] for r in load_records(folder)]
+    trial_s = [r["train_eval_s"] for r in load_records(folder, trials_uri)]
     print(time_summary({"sweep": summary["wall_time_s"]}, {"trials": sum(trial_s), "mean per trial":
                                                             sum(trial_s) / max(1, len(trial_s))}), flush=True)
     return summary

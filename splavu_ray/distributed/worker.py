@@ -26,7 +26,8 @@ import torch
 from ..config import Config
 from ..models.adapter import adapter_from_config, save_adapter
 from ..progress import eta
-from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER
+from ..models.pixel_anonymizer import PixelAnonymizer, pixel_anonymizer_from_config, save_pixel_anonymizer
+from ..run_folder import BEST_ADAPTER, BEST_PIXEL_ANONYMIZER, LATEST_ADAPTER, LATEST_PIXEL_ANONYMIZER
 from ..tracking import EpochLogger
 from ..training.batches import CachedSource
 from ..training.loop import TorchStepper, epoch_line, new_state, run_epoch, steps_per_epoch, total_epochs
@@ -35,6 +36,7 @@ from ..training.schedule import build_optimizer
 from ..training.steps import Objective
 from .deepspeed_config import build_no_ops, deepspeed_config, use_bf16
 from .online_source import OnlineSource, say
+from .pixel_source import PixelOnlineSource
 
 STATE_TAG = "state"
 TRAINER_STATE = "trainer_state.json"
@@ -82,7 +84,17 @@ def _adapter_state(model, stage: int) -> dict[str, torch.Tensor]:
 
 def _export(adapter_template, state: dict[str, torch.Tensor], folder: Path, meta: dict) -> None:
     adapter_template.load_state_dict(state)
-    save_adapter(adapter_template, folder, meta)
+    if isinstance(adapter_template, PixelAnonymizer):  # f_P (train.anonymizer=pixel_unet)
+        save_pixel_anonymizer(adapter_template, folder, meta)
+    else:
+        save_adapter(adapter_template, folder, meta)
+
+
+def _exports(cfg: Config) -> tuple[str, str, str]:
+    """(latest, best, weights file) of what this run trains: f_A, or f_P (train.anonymizer=pixel_unet)."""
+    if cfg.train.anonymizer == "pixel_unet":
+        return LATEST_PIXEL_ANONYMIZER, BEST_PIXEL_ANONYMIZER, "pixel_anonymizer.safetensors"
+    return LATEST_ADAPTER, BEST_ADAPTER, "adapter.safetensors"
 
 
 def _quiet_report_log() -> None:
@@ -107,7 +119,8 @@ def _source(loop_config: dict[str, Any], cfg: Config, rank: int, world: int, dev
     if cfg.loss.w_tad > 0 or cfg.loss.w_ad > 0:
         raise ValueError("loss.w_tad / loss.w_ad co-training reads untrimmed videos from the feature store: "
                          "use train.mode=cached")
-    return OnlineSource(loop_config["num_actions"], loop_config["num_train"], cfg, rank, world, device)
+    online = PixelOnlineSource if cfg.train.anonymizer == "pixel_unet" else OnlineSource
+    return online(loop_config["num_actions"], loop_config["num_train"], cfg, rank, world, device)
 
 
 def _reports_at(epoch: int, epochs: int, cfg: Config) -> tuple[bool, bool]:
@@ -133,7 +146,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed)
     source = _source(loop_config, cfg, rank, world, device)
     model = build_model(cfg, source)
-    template = adapter_from_config(source.dim, cfg.adapter)  # CPU copy for exports
+    template = (pixel_anonymizer_from_config(cfg.pixel_unet) if cfg.train.anonymizer == "pixel_unet"
+                else adapter_from_config(source.dim, cfg.adapter))  # CPU copy for exports
+    latest_name, best_name, weights_name = _exports(cfg)
     epochs = total_epochs(cfg)
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps_per_epoch(source.num_train, cfg))
     if uses_deepspeed(cfg, world):
@@ -153,7 +168,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as ckpt_dir:
             stepper.load(ckpt_dir)
             state = json.loads(Path(ckpt_dir, TRAINER_STATE).read_text())
-            best_file = Path(ckpt_dir, BEST_ADAPTER, "adapter.safetensors")
+            best_file = Path(ckpt_dir, best_name, weights_name)
             if best_file.is_file():
                 from safetensors.torch import load_file
 
@@ -194,9 +209,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 stepper.save(tmp)
                 if rank == 0:
                     Path(tmp, TRAINER_STATE).write_text(json.dumps(state))
-                    _export(template, adapter_state, Path(tmp, LATEST_ADAPTER), {**meta, "epoch": epoch + 1})
+                    _export(template, adapter_state, Path(tmp, latest_name), {**meta, "epoch": epoch + 1})
                     if best_state is not None:
-                        _export(template, best_state, Path(tmp, BEST_ADAPTER),
+                        _export(template, best_state, Path(tmp, best_name),
                                 {**meta, "epoch": state["best_epoch"], "val_top1": state["best_val_top1"]})
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         elif report:

@@ -10,6 +10,7 @@ from .report import TableColumn, present_columns
 PRIVACY_UTILITY = "privacy_utility.png"
 PER_ATTRIBUTE = "per_attribute_ap.png"
 _RAW, _ANON = "#7f7f7f", "#1f77b4"
+_BASELINE_COLOURS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 
 
 def _pyplot():
@@ -23,7 +24,9 @@ def _pyplot():
 
 def privacy_utility(results: dict, path: str | Path, columns: list[TableColumn]) -> Path | None:
     """One panel per utility/fairness task: x = worst-case privacy cMAP, y = the task's metric,
-    an arrow from raw to anonymized, each point's 95% intervals as error bars when the results hold them.
+    an arrow from raw to anonymized, each point's 95% intervals as error bars when the results hold them,
+    and one labelled square per pixel baseline when the run scored some (``results["baselines"]``:
+    {name: {column header: value}}, written by ``python -m splavu_ray.evaluate baselines=[...]``).
     None when there is no privacy number or no task."""
     fig = privacy_utility_figure(results, columns)
     return None if fig is None else _save(fig, _pyplot(), path)
@@ -53,6 +56,14 @@ def privacy_utility_figure(results: dict, columns: list[TableColumn]):
                 ax.errorbar([px[i]], [ty[i]], xerr=_bar(px[i], xci), yerr=_bar(ty[i], yci), fmt="none",
                             ecolor=colour, elinewidth=1, capsize=3, zorder=2)
                 xs, ys = xs + (xci or []), ys + (yci or [])
+        for j, (name, vals) in enumerate((results.get("baselines") or {}).items()):  # pixel baselines
+            bx, by = vals.get(priv.header), vals.get(col.header)
+            if bx is None or by is None or math.isnan(bx) or math.isnan(by):
+                continue
+            ax.scatter([bx], [by], s=36, marker="s", c=_BASELINE_COLOURS[j % len(_BASELINE_COLOURS)], label=name,
+                       zorder=3)
+            ax.annotate(name, (bx, by), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            xs, ys = xs + [bx], ys + [by]
         chance = priv.chance(results)
         if chance is not None:
             ax.axvline(chance, ls=":", c="black", lw=1, label="privacy chance")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from .. import probes
 from ..config import Config
@@ -28,6 +29,7 @@ from ..metrics.classification import (
     relative_change,
 )
 from ..models.adapter import AnonymizingAdapter
+from . import reuse
 from .report import TableColumn
 from .task import EvalInputError, EvalTask, fit_kw, split_rows, views
 from .uncertainty import Headline, intervals, seeded, training_seeds
@@ -71,16 +73,27 @@ def run_attackers(cfg: Config, train_x: np.ndarray, train_y: np.ndarray, test_x:
                   names: list[str]) -> dict[str, probes.AttackResult]:
     """{"mlp": ..., "linear": ..., "bank/lr0.001_wd0.01": ...} for the configured attackers."""
     ev = cfg.eval.privacy
-    out = {}
+    groups, labels = [], []
     for kind in ("mlp", "linear"):
         if kind in ev.attackers:
-            out[kind] = probes.attack(train_x, train_y, test_x, test_y, names, kind, ev.attacker_epochs,
-                                      ev.attacker_lr, hidden=ev.attacker_hidden, seed=cfg.seed, **fit_kw(cfg))
+            groups.append((kind, [ev.attacker_lr], [0.0]))
+            labels.append(kind)
     if "bank" in ev.attackers:
-        lrs, wds = probes.grid(ev.bank_lrs, ev.bank_weight_decays)
-        bank = probes.attack_bank(train_x, train_y, test_x, test_y, names, lrs, wds, ev.bank_kind,
-                                  ev.attacker_epochs, ev.attacker_hidden, cfg.seed, **fit_kw(cfg))
-        out.update({f"bank/{k}": v for k, v in bank.items()})
+        groups.append((ev.bank_kind, *probes.grid(ev.bank_lrs, ev.bank_weight_decays)))
+        labels.append("bank")
+    # All attackers in one pass over the data: each result is what its own training would give (probes.attack_groups).
+    # The same inputs give the same results (every sweep trial's raw view): reused within the process.
+    key = reuse.content_key("attack_groups", train_x, train_y, test_x, test_y, names, ev.model_dump(), cfg.seed,
+                            fit_kw(cfg), torch.get_num_threads())
+    results = reuse.reused(key, lambda: probes.attack_groups(train_x, train_y, test_x, test_y, names, groups,
+                                                             ev.attacker_epochs, ev.attacker_hidden, cfg.seed,
+                                                             **fit_kw(cfg)))
+    out = {}
+    for label, result in zip(labels, results):
+        if label == "bank":
+            out.update({f"bank/{k}": v for k, v in result.items()})
+        else:
+            (out[label],) = result.values()
     return out
 
 

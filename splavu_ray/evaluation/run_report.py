@@ -1,7 +1,8 @@
 """report.html: one self-contained page to look at a run (the blocks are :mod:`splavu_ray.html_report`).
 
-In order: the results table (results.md's rows), the privacy/utility and per-attribute AP figures
-(plots.py's, embedded), the training curves (every loss the epoch loop recorded, one panel each, the
+In order: the results table (results.md's rows), the privacy/utility figure (with a point per pixel
+baseline when ``python -m splavu_ray.evaluate baselines=[...]`` scored some) and the per-attribute AP figure
+(plots.py's, embedded), the feature-inversion grid (eval.inversion), the training curves (every loss the epoch loop recorded, one panel each, the
 training phases shaded), validation top-1 and the privacy proxy per epoch, where the wall time went, and
 the run's details (adapter, backbone, best epoch, skipped tasks). Sections whose inputs are missing are
 left out, so an evaluation-only run (no history) gets a page too.
@@ -128,8 +129,9 @@ def _run_items(results: dict) -> dict[str, Any]:
     return run
 
 
-def render(results: dict, history: list[dict], columns: list[TableColumn]) -> str:
-    """The report page's HTML."""
+def render(results: dict, history: list[dict], columns: list[TableColumn], folder: Path | None = None) -> str:
+    """The report page's HTML (``folder``: the run folder, where figures written beside results.json are,
+    e.g. the feature-inversion grid)."""
     run = results.get("run") or {}
     sections = []
     table = results_rows(results, columns)
@@ -137,11 +139,17 @@ def render(results: dict, history: list[dict], columns: list[TableColumn]) -> st
     sections.append(H.section("Results", H.table(table[1], header=table[0]) if table else
                               H.paragraph("The results hold no raw/anonymized pair for any table column.", note=True),
                               *note))
-    figures = [(privacy_utility_figure(results, columns), "privacy vs utility per task"),
+    figures = [(privacy_utility_figure(results, columns), "privacy vs utility per task" +
+                (", pixel baselines as squares" if results.get("baselines") else "")),
                (per_attribute_figure(results), "per-attribute AP, worst attacker")]
     figures = [H.image(fig, alt) for fig, alt in figures if fig is not None]
     if figures:
         sections.append(H.section("Privacy and utility", *figures))
+    grid = (results.get("reconstruction") or {}).get("grid")
+    if grid and folder is not None and (Path(folder) / grid).is_file():  # eval.inversion: the attack's grid
+        sections.append(H.section("Feature inversion", H.paragraph(
+            "Test images (top row) and what a decoder trained on the privacy train split rebuilds from each view "
+            "of their features (docs/privacy.md).", note=True), H.image(Path(folder) / grid, "feature inversion grid")))
     sections += _training_sections(results, history)
     rows = time_rows(results)
     if rows:
@@ -169,4 +177,5 @@ def write_run_report(results: dict, history: list[dict], path: Path, columns: li
     metrics of the epoch loop (trainer_state.json's "history"; [] for evaluation-only runs), ``path`` the
     run folder (-> path/report.html) or an .html file, ``columns`` the table's
     (``suite.table_columns()``). Returns the file's path."""
-    return H.write_page(report_path(path), render(results, history or [], columns))
+    path = report_path(path)
+    return H.write_page(path, render(results, history or [], columns, path.parent))

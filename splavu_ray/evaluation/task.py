@@ -28,6 +28,7 @@ from ..config import Config
 from ..data.feature_store import FeatureSplit, FeatureStore
 from ..data.manifest import Manifest, ManifestError, read_manifest
 from ..models.adapter import AnonymizingAdapter
+from . import reuse
 from .report import TableColumn
 
 
@@ -102,8 +103,12 @@ def probe_scores(cfg: Config, train_x: np.ndarray, train_y: np.ndarray, test_x: 
                  num_classes: int) -> np.ndarray:
     """The configured linear action probe (eval.action) on (N, L, d) clip features: (M, num_classes)."""
     a = cfg.eval.action
-    return probes.action_scores(train_x, train_y, test_x, num_classes, a.probe_epochs, a.probe_lr, cfg.seed,
-                                **fit_kw(cfg), kind=a.probe, c=a.probe_c, c_grid=a.probe_c_grid)
+    # The same inputs give the same scores (every sweep trial's raw view): reused within the process.
+    key = reuse.content_key("action_scores", train_x, train_y, test_x, num_classes, a.model_dump(), cfg.seed,
+                            fit_kw(cfg), torch.get_num_threads())
+    return reuse.reused(key, lambda: probes.action_scores(
+        train_x, train_y, test_x, num_classes, a.probe_epochs, a.probe_lr, cfg.seed, **fit_kw(cfg), kind=a.probe,
+        c=a.probe_c, c_grid=a.probe_c_grid))
 
 
 def split_rows(path: str, split: str) -> tuple[Manifest, list[dict]]:

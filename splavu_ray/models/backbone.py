@@ -256,6 +256,9 @@ class FrozenBackbone(nn.Module):
 
     @torch.no_grad()
     def tokens(self, clips: torch.Tensor) -> torch.Tensor:
+        return self._tokens(clips)
+
+    def _tokens(self, clips: torch.Tensor) -> torch.Tensor:
         self._check(clips)
         x = clips.to(self.compute_dtype)
         if self.kind in LOCAL_KINDS:
@@ -268,7 +271,12 @@ class FrozenBackbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        tok = self.tokens(clips)
+        return self.forward_with_input_grad(clips)
+
+    def forward_with_input_grad(self, clips: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with autograd on: the encoder's weights stay frozen (requires_grad False, eval
+        mode), but the gradient reaches ``clips`` (what trains a pixel anonymizer in front of the encoder)."""
+        tok = self._tokens(clips)
         pooled = self.pooler(tok) if self.pooling == "attentive" else tok.mean(dim=1)
         return pooled.float()
 

@@ -15,20 +15,42 @@ from typing import Any
 
 import numpy as np
 
-from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER, RunFolder
+from ..run_folder import BEST_ADAPTER, LATEST_ADAPTER, RunFolder, is_remote
 from . import pareto
 from .spec import PRIVACY_KEY, SweepSpec
 from .sweep_report import write_sweep_report
 
 
-def load_records(folder: RunFolder) -> list[dict[str, Any]]:
-    """Every trial record the sweep folder holds (each trial writes one: params, folder, raw point)."""
+def _filesystem(uri: str):
+    from pyarrow import fs as pafs
+
+    return pafs.FileSystem.from_uri(uri.rstrip("/"))
+
+
+def load_records(folder: RunFolder, trials_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every trial record (each trial writes one: params, folder, raw point): the sweep folder's, or with
+    ``trials_uri`` (splavu_ray.search.spec.trials_location) those under that URI, read through pyarrow.fs."""
     records = []
-    for path in folder.trial_records():
+    if trials_uri:
+        from pyarrow import fs as pafs
+
+        fs, base = _filesystem(trials_uri)
+        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        paths = [f"{i.path}/record.json" for i in infos if i.type == pafs.FileType.Directory]
+        paths = [p for p, i in zip(paths, fs.get_file_info(paths)) if i.type == pafs.FileType.File]
+
+        def read_remote(path: str) -> str:
+            with fs.open_input_stream(path) as f:
+                return f.read().decode()
+
+        reads = [(f"{trials_uri.split('://')[0]}://{p}", lambda p=p: read_remote(p)) for p in paths]
+    else:
+        reads = [(str(path), path.read_text) for path in folder.trial_records()]
+    for name, read in reads:
         try:
-            records.append(json.loads(path.read_text()))
+            records.append(json.loads(read()))
         except (OSError, ValueError) as exc:
-            print(f"[sweep] unreadable trial record {path}: {exc}", file=sys.stderr)
+            print(f"[sweep] unreadable trial record {name}: {exc}", file=sys.stderr)
     return sorted(records, key=lambda r: r.get("finished", 0))
 
 
@@ -77,10 +99,11 @@ def raw_point(rows: list[dict[str, Any]], names: list[str]) -> list[float] | Non
     return point
 
 
-def write_outputs(spec: SweepSpec, study, folder: RunFolder) -> dict[str, Any]:
-    """Every file of a sweep from its study; returns summary.json's content (without the wall time)."""
+def write_outputs(spec: SweepSpec, study, folder: RunFolder, trials_uri: str | None = None) -> dict[str, Any]:
+    """Every file of a sweep from its study; returns summary.json's content (without the wall time).
+    ``trials_uri``: the trials live there (``ray.storage_path`` a URI), not in ``folder``."""
     names, directions = spec.metric_names, spec.directions
-    rows = trial_rows(spec, study, load_records(folder))
+    rows = trial_rows(spec, study, load_records(folder, trials_uri))
     done = [r for r in rows if r["state"] == "COMPLETE"]
     values = np.array([[r[n] for n in names] for r in done], dtype=float).reshape(len(done), len(names))
     mask = pareto.pareto_mask(values, directions) if len(done) else np.zeros(0, bool)
@@ -124,19 +147,43 @@ def write_outputs(spec: SweepSpec, study, folder: RunFolder) -> dict[str, Any]:
     return summary
 
 
+def _export_remote(trial_dir: str, dest: Path) -> bool:
+    """Copy a trial's kept adapter (and results.json) from its folder under an object-store URI."""
+    from pyarrow import fs as pafs
+
+    fs, base = _filesystem(trial_dir)
+    for name in (BEST_ADAPTER, LATEST_ADAPTER):
+        if fs.get_file_info(f"{base}/{name}/adapter.safetensors").type == pafs.FileType.File:
+            dest.mkdir(parents=True)
+            pafs.copy_files(f"{base}/{name}", str(dest), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+            if fs.get_file_info(f"{base}/results.json").type == pafs.FileType.File:
+                pafs.copy_files(f"{base}/results.json", str(dest / "results.json"), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            return True
+    return False
+
+
 def export_frontier(front: list[dict[str, Any]], folder: RunFolder) -> dict[int, str]:
-    """Copy each frontier trial's best adapter (and results.json) to pareto_adapters/trial_NNNN."""
+    """Copy each frontier trial's best adapter (and results.json) to pareto_adapters/trial_NNNN, from the
+    trial's folder: local, or under an object-store URI (``ray.storage_path`` s3://...)."""
     dest_root = folder.pareto_adapters
     shutil.rmtree(dest_root, ignore_errors=True)  # the front can change when a sweep continues
     paths = {}
     for r in front:
+        dest = dest_root / f"trial_{r['number']:04d}"
+        if is_remote(r["trial_dir"]):
+            if _export_remote(r["trial_dir"], dest):
+                paths[r["number"]] = str(dest)
+            else:
+                print(f"[sweep] frontier trial {r['number']} has no adapter under {r['trial_dir']}", file=sys.stderr)
+            continue
         trial = RunFolder(Path(r["trial_dir"] or ""))
         adapter = next((trial.adapter(n) for n in (BEST_ADAPTER, LATEST_ADAPTER)
                         if (trial.adapter(n) / "adapter.safetensors").is_file()), None)
         if adapter is None:
             print(f"[sweep] frontier trial {r['number']} has no adapter under {trial.root}", file=sys.stderr)
             continue
-        dest = dest_root / f"trial_{r['number']:04d}"
         shutil.copytree(adapter, dest)
         if trial.results_json.is_file():
             shutil.copy2(trial.results_json, dest / "results.json")

@@ -27,7 +27,7 @@ from ..config import (
     read_yaml,
     validate,
 )
-from ..run_folder import RunFolder
+from ..run_folder import RunFolder, is_remote
 
 # The privacy objective is the worst case over attackers when the privacy task reports it; older results
 # only carry the single MLP attacker's cMAP. The fallback is explicit and recorded per trial.
@@ -133,8 +133,20 @@ class SamplerSpec(_Section):
 
 
 class ResourcesSpec(_Section):
-    trial_cpus: float = Field(1.0, gt=0, description="CPUs held by each trial's driver (it runs the evaluation)")
-    max_concurrent: int | None = Field(None, ge=1, description="None: as many trials as the cluster's resources hold")
+    """How many trials at once. A trial's driver holds one ``splavu_driver`` and no CPU (it runs on the head);
+    its Train workers and its evaluation task hold ``base.scaling``'s CPUs/GPUs."""
+
+    max_concurrent: int | None = Field(None, ge=1, description="None: as many trials as the cluster holds at its "
+                                       "maxima (the autoscaler's node types, else the nodes up now)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_trial_cpus(cls, data):
+        if isinstance(data, dict) and "trial_cpus" in data:
+            raise ValueError("'trial_cpus' is gone: a trial's driver holds one splavu_driver and no CPU (it runs on "
+                             "the head), its evaluation runs in a Ray task with base.scaling's resources; drop the "
+                             "key (docs/sweeps.md)")
+        return data
 
 
 class SweepSpec(_Section):
@@ -312,6 +324,14 @@ def objective_values(results: dict[str, Any], objectives: ObjectivesSpec) -> dic
         raw = lookup(results, raw_counterpart(metric) or "")
         out["raw"][metric] = None if raw is None else float(raw)
     return out
+
+
+def trials_location(spec: SweepSpec, base: dict[str, Any]) -> str | None:
+    """Where the trials' files live when the base's ``ray.storage_path`` is an object-store URI:
+    ``<storage_path>/<sweep name>/trials`` (one folder per trial id); None for a local storage path (the trials
+    then live in ``output_dir/trials``)."""
+    storage = (base.get("ray") or {}).get("storage_path")
+    return f"{storage.rstrip('/')}/{spec.name}/trials" if is_remote(storage) else None
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], folder: RunFolder, name: str) -> Config:

@@ -17,6 +17,7 @@ from torch import nn
 from ..config import AnomalyTaskConfig, Config, TADTaskConfig
 from ..models.adapter import AnonymizingAdapter, adapter_from_config
 from ..models.heads import ActionHead, AnomalyHead, TADHead, TADOutput
+from ..models.pixel_anonymizer import PixelFeatureBranch
 
 
 @dataclass
@@ -58,8 +59,13 @@ class SplavuModel(nn.Module):
         self.ad_head = AnomalyHead(adapter.dim, ad.hidden) if anomaly else None
 
     def forward(self, clips: torch.Tensor, static: torch.Tensor | None = None, raw_heads: bool = False,
-                tad: SequenceBatch | None = None, ad: SequenceBatch | None = None) -> ModelOutput:
+                tad: SequenceBatch | None = None, ad: SequenceBatch | None = None,
+                frames: torch.Tensor | None = None) -> ModelOutput:
         """Everything goes through forward so ZeRO-3 can gather parameters.
+
+        frames: with a pixel anonymizer in f_A's place (train.anonymizer=pixel_unet) the clips' frames, which it
+        anonymizes (``clips`` stay the raw features the heads-first phase reads; ``static`` are then static
+        frames). Without ``frames`` the anonymizer reads ``clips``.
 
         raw_heads: the heads-first phase; the heads see RAW features and f_A's output is multiplied by
         zero (every parameter stays in the graph, as ZeRO's gradient hooks expect) so f_A is untouched.
@@ -69,13 +75,13 @@ class SplavuModel(nn.Module):
         if (ad is not None) != (self.ad_head is not None) and self.training:
             raise ValueError("AD inputs and the AD head go together (loss.w_ad > 0 needs AD batches)")
         if raw_heads:
-            anchor = self.adapter(clips[:, :1]).sum() * 0.0
+            anchor = self.adapter(clips[:, :1] if frames is None else frames[:1]).sum() * 0.0
             f = lambda seq: seq.feats  # noqa: E731
             z = zs = None
             logits = self.action_head(clips) + anchor
         else:
             f = lambda seq: self.adapter(seq.feats, ~seq.mask)  # noqa: E731
-            z = self.adapter(clips)
+            z = self.adapter(clips if frames is None else frames)
             zs = self.adapter(static) if static is not None else None
             logits = self.action_head(z)
         tad_out = self.tad_head(f(tad), tad.mask) if tad is not None and self.tad_head is not None else None
@@ -90,11 +96,13 @@ class Batch:
     action: torch.Tensor  # (B,) int64
     tad: SequenceBatch | None = None  # untrimmed videos with segments (co-training TAD)
     ad: SequenceBatch | None = None  # untrimmed videos with video labels (co-training AD)
+    frames: torch.Tensor | None = None  # (B, L, T, 3, S, S) the clips' frames (pixel anonymizer only)
+    static_frames: torch.Tensor | None = None  # (B, K, 3, S, S) the static frames (pixel anonymizer only)
 
     def to(self, device, dtype=None) -> "Batch":
+        opt = lambda t: t.to(device, dtype) if t is not None else None  # noqa: E731
         return Batch(self.clips.to(device, dtype), self.static.to(device, dtype), self.action.to(device),
-                     self.tad.to(device, dtype) if self.tad is not None else None,
-                     self.ad.to(device, dtype) if self.ad is not None else None)
+                     opt(self.tad), opt(self.ad), opt(self.frames), opt(self.static_frames))
 
     @property
     def num_windows(self) -> int:
@@ -105,6 +113,8 @@ class Batch:
 def build_model(cfg: Config, source) -> SplavuModel:
     """f_A and the heads the source's tasks need (the Ray Train worker builds the same); only a cached
     source can co-train TAD / anomaly heads."""
-    return SplavuModel(adapter_from_config(source.dim, cfg.adapter), source.num_actions,
+    anonymizer = (PixelFeatureBranch(source.backbone, cfg.data.clip_len, cfg.pixel_unet.width, cfg.pixel_unet.depth)
+                  if cfg.train.anonymizer == "pixel_unet" else adapter_from_config(source.dim, cfg.adapter))
+    return SplavuModel(anonymizer, source.num_actions,
                        tad_classes=getattr(source, "tad_classes", 0), anomaly=bool(getattr(source, "ad_videos", None)),
                        tad=cfg.eval.tad, ad=cfg.eval.anomaly)

@@ -39,8 +39,8 @@ class Objective:
 
 
 def draw_static_pairs(static: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two different static clips of each video: (B, d), (B, d)."""
-    b, k, _ = static.shape
+    """Two different static clips of each video: (B, d), (B, d) (or two static frames of (B, K, 3, S, S))."""
+    b, k = static.shape[:2]
     first = torch.randint(0, k, (b,), generator=gen)
     second = (first + torch.randint(1, k, (b,), generator=gen)) % k  # never the same frame
     rows = torch.arange(b)
@@ -65,7 +65,7 @@ def task_loss(out: ModelOutput, batch: Batch, obj: Objective) -> tuple[torch.Ten
 
 def head_step_loss(model: SplavuModel, batch: Batch, obj: Objective = Objective()) -> dict[str, torch.Tensor]:
     """Heads-first phase: the task losses on RAW features; f_A stays the identity."""
-    out = model(batch.clips, raw_heads=True, tad=batch.tad, ad=batch.ad)
+    out = model(batch.clips, raw_heads=True, tad=batch.tad, ad=batch.ad, frames=batch.frames)
     l_t, parts = task_loss(out, batch, obj)
     return {"loss": l_t, "l_t": l_t.detach(), **parts, "acc": _acc(out.logits, batch.action)}
 
@@ -97,9 +97,10 @@ def global_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> to
 
 def splavu_step_loss(model: SplavuModel, batch: Batch, obj: Objective, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Joint phase: w_LC * L_LC + w_T * L_T* - w_B * L_B (heads see only L_T*); L_B over the global batch."""
-    s1, s2 = draw_static_pairs(batch.static, gen)
+    # a pixel anonymizer (batch.frames) draws the same pairs of static FRAMES and anonymizes them itself
+    s1, s2 = draw_static_pairs(batch.static if batch.static_frames is None else batch.static_frames, gen)
     n = s1.shape[0]
-    out = model(batch.clips, torch.cat([s1, s2]).unsqueeze(1), tad=batch.tad, ad=batch.ad)
+    out = model(batch.clips, torch.cat([s1, s2]).unsqueeze(1), tad=batch.tad, ad=batch.ad, frames=batch.frames)
     zs = out.zs.squeeze(1)
     l_b = global_nt_xent(zs[:n], zs[n:], obj.temperature)
     l_lc = latent_consistency(out.z, batch.clips)
@@ -123,7 +124,8 @@ def validation_metrics(model: SplavuModel, clips: torch.Tensor, static: torch.Te
     correct, zs1, zs2 = 0, [], []
     k = static.shape[1]
     for i in range(0, len(clips), batch):
-        _, zs, logits, *_ = model(clips[i:i + batch], static[i:i + batch, [0, k // 2]].reshape(-1, 1, static.shape[-1]))
+        # (features (B, K, d), or a pixel anonymizer's static frames (B, K, 3, S, S))
+        _, zs, logits, *_ = model(clips[i:i + batch], static[i:i + batch, [0, k // 2]].reshape(-1, 1, *static.shape[2:]))
         correct += (logits.argmax(-1) == action[i:i + batch]).sum().item()
         zs = zs.reshape(-1, 2, zs.shape[-1])
         zs1.append(zs[:, 0]), zs2.append(zs[:, 1])

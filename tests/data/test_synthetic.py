@@ -48,7 +48,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def label_rows(manifest_path: Path) -> list[dict]:
     root = str(manifest_path.parent)
-    return [{**r, "uri": r["uri"].replace(root, "<root>")} for r in read_manifest(str(manifest_path)).rows()]
+    return [{**r, "uri": r["uri"].replace(root, "<root>"), "person_mask": (r["person_mask"] or "").replace(root, "<root>")}
+            for r in read_manifest(str(manifest_path)).rows()]
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,23 @@ def test_an_auth_failure_is_named_from_rays_cause_chain():
     assert "RAY_AUTH_MODE=token" in msg and "RAY_AUTH_TOKEN" in msg and "10.0.0.5:6379" in msg
 
 
+def test_a_ray_version_mismatch_names_both_versions_and_the_fix():
+    """Ray's own version check (what ray.init runs against the cluster's metadata) raises; the message
+    names the cluster's and this client's versions and where the cluster's pin lives."""
+    import platform
+
+    import ray
+    from ray._private.utils import check_version_info
+
+    try:
+        check_version_info({"ray_version": "2.52.0", "python_version": "3.11.13"}, "this client")
+    except RuntimeError as exc:
+        msg = join_failure("10.0.0.5:6379", "RAY_ADDRESS", exc)
+    assert "Ray 2.52.0 and Python 3.11.13" in msg, msg
+    assert f"Ray {ray.__version__} and Python {platform.python_version()}" in msg
+    assert "cluster/RAY_VERSION" in msg and "ray job submit" in msg
+
+
 def run_train(*args, env=None, timeout=120):
     return subprocess.run([sys.executable, "-m", "splavu_ray.train", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
@@ -84,3 +101,23 @@ def test_a_cluster_with_another_token_is_refused_with_the_fix():
         assert "Traceback" not in res.stderr and time.time() - t0 < 90
     finally:
         stop_cluster(temp)  # only this head: `ray stop` would stop every Ray on the machine
+
+
+def test_sweeps_need_the_driver_resource_and_a_fresh_local_ray_has_it(monkeypatch):
+    """Sweep trial drivers hold one splavu_driver: a joined cluster without it is refused with the fix (the
+    head's resources in the cluster yaml); connect() advertises it on a Ray it starts itself."""
+    import ray
+
+    from splavu_ray.distributed import session
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0, "GPU": 4.0})
+    with pytest.raises(ClusterJoinError, match=r"no 'splavu_driver'.*cluster yaml.*\"splavu_driver\": 8"):
+        session.check_driver_slots()
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0, session.DRIVER_RESOURCE: 8.0})
+    session.check_driver_slots()
+    # a fresh local Ray: ray.init is asked for the resource (Ray itself is not started here)
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    session.connect(load_config(None, ["ray.address=local"]))
+    assert seen["address"] == "local" and seen["resources"] == {session.DRIVER_RESOURCE: session.LOCAL_DRIVER_SLOTS}

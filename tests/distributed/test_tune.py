@@ -4,9 +4,11 @@ sweep end to end through the CLI (Ray Tune + Optuna + one TorchTrainer per trial
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,16 @@ import pytest
 import yaml
 
 from splavu_ray.config import AdapterConfig, validate
-from splavu_ray.distributed.tune import concurrency, open_study, optuna_distribution
+from splavu_ray.distributed.session import DRIVER_RESOURCE
+from splavu_ray.distributed.tune import (
+    Capacity,
+    NodeType,
+    capacity_from_autoscaler,
+    capacity_from_nodes,
+    concurrency,
+    open_study,
+    optuna_distribution,
+)
 from splavu_ray.models.adapter import adapter_from_config, load_adapter, save_adapter
 from splavu_ray.run_folder import RunFolder
 from splavu_ray.search.frontier import write_outputs
@@ -86,15 +97,47 @@ def test_objective_values_prefer_the_worst_case_attacker_and_name_the_fallback(t
         objective_values({"privacy": results["privacy"], "action": {"top5": 1.0}}, spec.objectives)
 
 
-def test_concurrency_from_cluster_resources(tmp_path):
+def test_concurrency_from_the_cluster_at_its_maxima(tmp_path):
+    """Drivers hold a splavu_driver (on the head, no CPU); workers hold scaling's CPUs/GPUs. A cluster whose
+    workers are not up (autoscaler config: head CPU 0, workers at 0) still runs; only a config that can never
+    fit is an error."""
     spec, base = load_sweep(write_sweep(tmp_path))
-    cfg = validate(base)  # 1 worker x 1 CPU + 1 CPU for the trial driver
-    assert concurrency(spec, cfg, {"CPU": 2}) == 1
-    assert concurrency(spec, cfg, {"CPU": 9}) == 4
+    cfg = validate(base)  # 1 worker x 1 CPU per trial
+    local = lambda cpus, drivers=8: Capacity([NodeType("here", {"CPU": cpus, DRIVER_RESOURCE: drivers}, 1, True)],
+                                             None, "test", True)  # noqa: E731
+    assert concurrency(spec, cfg, local(2)) == 2 and concurrency(spec, cfg, local(9, drivers=3)) == 3
+    with pytest.raises(SweepError, match="can never run.*no node type holds even one"):
+        concurrency(spec, cfg, local(0.5))
+    with pytest.raises(SweepError, match="splavu_driver.*cluster yaml"):
+        concurrency(spec, cfg, local(4, drivers=0))
+
     gpu = validate({**base, "scaling": {"num_workers": 2, "use_gpu": True}})
-    assert concurrency(spec, gpu, {"CPU": 64, "GPU": 8}) == 4
-    with pytest.raises(SweepError, match="one trial needs 2 CPUs"):
-        concurrency(spec, cfg, {"CPU": 1})
+    yaml_cfg = {"max_workers": 8, "head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0, DRIVER_RESOURCE: 8}, "max_workers": 0},
+        "cpu": {"resources": {"CPU": 16}, "max_workers": 2},
+        "gpu": {"resources": {"CPU": 8, "GPU": 1}, "max_workers": 6}}}
+    cap = capacity_from_autoscaler(yaml_cfg)
+    assert concurrency(spec, gpu, cap) == 3  # 6 one-GPU nodes, 2 GPU workers a trial
+    assert concurrency(spec, cfg, cap) == 8  # 8 drivers on the head
+    yaml_cfg["max_workers"] = 3  # the cap goes to the node types holding most workers first
+    assert concurrency(spec, cfg, capacity_from_autoscaler(yaml_cfg)) == 8  # 2 cpu + 1 gpu node: 40 CPU workers
+    assert concurrency(spec, gpu, capacity_from_autoscaler(yaml_cfg)) == 1  # 3 gpu nodes: one 2-GPU trial
+    with pytest.raises(SweepError, match="at most 1 at once"):
+        yaml_cfg["max_workers"] = 1
+        concurrency(spec, gpu, capacity_from_autoscaler({**yaml_cfg, "available_node_types": {
+            k: v for k, v in yaml_cfg["available_node_types"].items() if k != "cpu"}}))
+
+    # Joined cluster, no autoscaler config seen, workers not up: 1 at a time, or resources.max_concurrent.
+    head_only = capacity_from_nodes([{"Alive": True, "NodeManagerAddress": "10.0.0.1",
+                                      "Resources": {DRIVER_RESOURCE: 8.0, "node:__internal_head__": 1.0}}], False)
+    assert concurrency(spec, gpu, head_only) == 1
+    spec4, _ = load_sweep(write_sweep(tmp_path), ["resources.max_concurrent=4"])
+    assert concurrency(spec4, gpu, head_only) == 4
+    # Node types whose resources are detected at launch (resources: {}) are not counted, nor a reason to stop.
+    assert concurrency(spec, gpu, capacity_from_autoscaler({"head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0, DRIVER_RESOURCE: 8}}, "gpu": {"resources": {}, "max_workers": 4}}})) == 1
+    with pytest.raises(SweepError, match="'trial_cpus' is gone"):
+        load_sweep(write_sweep(tmp_path), ["resources.trial_cpus=1"])
 
 
 def test_study_resume_fails_interrupted_trials_and_refuses_another_sweep(tmp_path):
@@ -229,3 +272,142 @@ def test_every_sampler_survives_tunes_pickling():
         study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
         study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=3)
         assert len(study.trials) == 3, name
+
+
+@pytest.mark.slow
+def test_sweep_with_trials_in_object_storage_through_the_cli(tmp_path):
+    """ray.storage_path=s3://...: each trial's checkpoints, adapters, results and record live under
+    <storage_path>/<sweep>/trials/<id>/, and the frontier is exported from there (proved by exporting it
+    again with the local trial folders gone). Trial drivers hold splavu_driver (no CPU), so the local Ray
+    runs both 1-worker trials at once on 2 CPUs; evaluation ran in a Ray task of its own."""
+    from s3 import client, environment, s3_server
+    from toy import make_toy_store
+
+    store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)
+    with s3_server() as endpoint:
+        client(endpoint).create_bucket(Bucket="sweeps")
+        base = {**TINY_BASE, "ray": {**TINY_BASE["ray"], "storage_path": "s3://sweeps/runs"}}
+        cmd = [sys.executable, "-m", "splavu_ray.sweep",
+               str(write_sweep(tmp_path, base=base, feature_store=store.root))]
+        env = {**os.environ, **environment(endpoint)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "2 at a time" in proc.stdout and "under s3://sweeps/runs/toy/trials" in proc.stdout
+
+        keys = [o["Key"] for o in client(endpoint).list_objects_v2(Bucket="sweeps", Prefix="runs/toy/trials/")
+                .get("Contents", [])]
+        trial_ids = sorted({k.split("/")[3] for k in keys} - {""})  # "": the folder marker pyarrow writes
+        assert len(trial_ids) == 2
+        for tid in trial_ids:
+            prefix = f"runs/toy/trials/{tid}/"
+            made = {prefix + f for f in ("record.json", "results.json", "best_adapter/adapter.safetensors")}
+            assert made <= set(keys)
+            assert any(k.startswith(prefix + "ray/") for k in keys)  # the Ray Train checkpoints
+        out = tmp_path / "out"
+        records = [json.loads(p.read_text()) for p in (out / "trials").glob("*/record.json")]
+        assert sorted(r["trial_dir"] for r in records) == [f"s3://sweeps/runs/toy/trials/{t}" for t in trial_ids]
+        for r in records:  # evaluation ran in a Ray task, not in the trial's driver process
+            where = r["timing"]["evaluation_task"]
+            assert where["ray_task"] and where["pid"] != where["driver_pid"]
+
+        shutil.rmtree(out / "trials")
+        shutil.rmtree(out / "pareto_adapters")
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)  # study done: outputs only
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_trials"] == 2 and summary["pareto_trials"]
+    for t in summary["pareto_trials"]:
+        assert load_adapter(t["adapter"]).dim == 32
+        assert json.loads((Path(t["adapter"]) / "results.json").read_text())["privacy"]
+
+
+@pytest.mark.slow
+def test_sweep_on_a_cluster_with_no_worker_yet_starts_and_runs_when_one_joins(tmp_path):
+    """A joined cluster whose head has CPU 0 (and splavu_driver) and no worker node: the sweep does not stop,
+    its trial waits in Tune's queue, and runs once a worker node joins."""
+    from ray.cluster_utils import Cluster
+    from toy import make_toy_store
+
+    store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)
+    from test_job_submit import stop_cluster
+
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short (Ray's sockets live below it); found by stop_cluster
+    for attempt in range(3):  # Ray gives a raylet 30 s to register: a loaded machine can miss it
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                                    "resources": {DRIVER_RESOURCE: 2},
+                                                                    "temp_dir": temp})
+            break
+        except Exception:
+            stop_cluster(temp)  # what the failed start left running
+            if attempt == 2:
+                raise
+    proc = None
+    try:
+        base = {**TINY_BASE, "ray": {"address": cluster.address}}
+        cmd = [sys.executable, "-m", "splavu_ray.sweep",
+               str(write_sweep(tmp_path, base=base, feature_store=store.root, n_trials=1))]
+        # HOME: no autoscaler config (~/ray_bootstrap_config.yaml) that another cluster left on this machine
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "HOME": str(tmp_path)})
+        seen = []
+        for line in proc.stdout:  # up to the line that says how many trials run at once
+            seen.append(line)
+            if line.startswith("[sweep] running"):
+                break
+        assert "running 1 trial(s), 1 at a time" in seen[-1], "".join(seen)[-3000:]
+        assert any("queued until workers join" in line for line in seen)
+        time.sleep(2)
+        assert proc.poll() is None  # waiting for a worker, not failed
+        for attempt in range(3):  # the same 30 s for the worker's raylet
+            try:
+                cluster.add_node(num_cpus=2)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+        rest, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, "".join(seen)[-2000:] + rest[-3000:]
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        cluster.shutdown()
+        stop_cluster(temp)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_trials"] == 1
+
+
+def test_frontier_reads_trials_from_object_storage(tmp_path, monkeypatch):
+    """Trials under <storage_path>/<sweep>/trials (ray.storage_path s3://): records, adapters and results are
+    read from there through pyarrow.fs, nothing from the sweep's local trials/ folder."""
+    from s3 import client, s3_server, use
+
+    from splavu_ray.run_folder import upload_folder
+    from splavu_ray.search.spec import trials_location
+
+    spec, base = load_sweep(write_sweep(tmp_path, n_trials=2))
+    assert trials_location(spec, base) is None  # local storage path: trials stay in output_dir/trials
+    base = {**base, "ray": {**base["ray"], "storage_path": "s3://sweeps/runs/"}}
+    uri = trials_location(spec, base)
+    assert uri == "s3://sweeps/runs/toy/trials"
+    with s3_server() as endpoint:
+        use(monkeypatch, endpoint)
+        client(endpoint).create_bucket(Bucket="sweeps")
+        study = optuna.create_study(directions=["minimize", "maximize"])
+        dists = {k: optuna_distribution(p) for k, p in spec.space.items()}
+        for i, (cmap, top1) in enumerate([(40.0, 70.0), (50.0, 60.0)]):  # the second is dominated
+            trial = RunFolder(tmp_path / "staging").trial(f"t{i}", uri)
+            assert trial.checkpoints == f"{uri}/t{i}/ray" and trial.location == f"{uri}/t{i}"
+            save_adapter(adapter_from_config(8, AdapterConfig(layers=1, heads=2)), trial.adapter(), {"i": i})
+            trial.results_json.write_text(json.dumps({"privacy": {"i": i}}))
+            params = {"loss.w_b": 1.0 + i, "loss.w_lc": 10.0}
+            trial.trial_record.write_text(json.dumps({"params": params, "trial_dir": trial.location,
+                                                      "privacy_metric": "privacy.cmap_worst_anonymized"}))
+            upload_folder(trial.root, trial.location)
+            study.add_trial(optuna.trial.create_trial(values=[cmap, top1], params=params, distributions=dists))
+        summary = write_outputs(spec, study, RunFolder(spec.output_path).make(), uri)
+    assert not (spec.output_path / "trials").exists()
+    assert summary["n_pareto"] == 1 and summary["pareto_trials"][0]["adapter"].endswith("trial_0000")
+    exported = Path(summary["pareto_trials"][0]["adapter"])
+    assert load_adapter(exported).dim == 8 and json.loads((exported / "results.json").read_text()) == {"privacy": {"i": 0}}
+    rows = list(csv.DictReader(open(spec.output_path / "trials.csv")))
+    assert [r["trial_dir"] for r in rows] == [f"{uri}/t0", f"{uri}/t1"]

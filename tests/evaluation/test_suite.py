@@ -2,6 +2,7 @@
 user runs it (adapter=PATH + overrides) on a prepared feature store."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -114,6 +115,10 @@ def test_cli_writes_results_table_and_figures(prepared, capsys):
         assert key in res["privacy"]
     assert {"top1_raw", "top1_anonymized"} <= set(res["action"]) and "gap_anonymized" in res["bias"]
     assert res["reid"]["probes"] > 0 and res["run"]["adapter"] == str(adapter)
+    # the tasks ran in a Ray task with one training worker's resources, not in this (the driver's) process
+    where = res["timing"]["evaluation_task"]
+    assert where["ray_task"] and where["pid"] != os.getpid() == where["driver_pid"]
+    assert where["resources"].get("CPU") == 1.0 and "GPU" not in where["resources"]
     # every headline number has its 95% interval, its paired drop and its chance references
     assert res["bootstrap"]["resamples"] == 1000 and res["bootstrap"]["confidence"] == 0.95
     for section, key, chance in (("privacy", "cmap_worst", {"constant", "random_scores"}),
