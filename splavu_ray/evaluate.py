@@ -26,9 +26,9 @@ from .data.remote_cache import RemoteFolderError, is_remote_folder, local_copy
 from .data.sources import resolve_manifests
 from .distributed.evaluation_task import evaluate_in_task
 from .distributed.feature_job import ensure_stores
+from .evaluation.baselines import LEARNED_ROW, comparison_plot, comparison_table, pixel_config
 from .evaluation.baselines import PLOT as BASELINES_PLOT
 from .evaluation.baselines import TABLE as BASELINES_TABLE
-from .evaluation.baselines import LEARNED_ROW, comparison_plot, comparison_table, pixel_config
 from .evaluation.suite import (
     EvalPlan,
     backbone_width,

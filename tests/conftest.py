@@ -10,7 +10,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 import pytest
-
 from toy import make_toy_store  # tests/toy.py: importable by name from any test module
 
 

@@ -27,8 +27,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_job_submit import (RAY, REPO, check_results, free_ports, head_flags, job_cache,  # noqa: E402
-                             submit_training, token_env)
+from test_job_submit import RAY, REPO, check_results, free_ports, head_flags, job_cache, submit_training, token_env  # noqa: E402
 
 CLUSTER = REPO / "cluster"
 YAMLS = sorted(CLUSTER.glob("*.yaml"))

@@ -281,7 +281,6 @@ def test_training_run_is_followed_in_mlflow(mlflow_server, ray_session, toy_stor
 def test_sweep_is_a_parent_run_with_one_child_per_trial(mlflow_server, tmp_path):
     sys.path.insert(0, str(TESTS / "distributed"))
     from test_tune import write_sweep  # the sweep tests' tiny base and search space
-
     from toy import make_toy_store
 
     store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)

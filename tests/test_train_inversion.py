@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_train_cli import TINY  # tests/ is on sys.path (rootdir)
 
 pytestmark = pytest.mark.slow

@@ -25,8 +25,8 @@ import torch
 
 from ..config import Config
 from ..models.adapter import adapter_from_config, save_adapter
-from ..progress import eta
 from ..models.pixel_anonymizer import PixelAnonymizer, pixel_anonymizer_from_config, save_pixel_anonymizer
+from ..progress import eta
 from ..run_folder import BEST_ADAPTER, BEST_PIXEL_ANONYMIZER, LATEST_ADAPTER, LATEST_PIXEL_ANONYMIZER
 from ..tracking import EpochLogger
 from ..training.batches import CachedSource

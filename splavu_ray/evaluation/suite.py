@@ -42,8 +42,8 @@ from .report import TableColumn, markdown_table
 from .run_report import write_run_report
 from .selection import selection_view
 from .tad import TADTask
-from .toyota_bias import ToyotaBiasTask
 from .task import EvalInputError, EvalTask, check_split_width, check_width, cpu_threads
+from .toyota_bias import ToyotaBiasTask
 from .uncertainty import settings as bootstrap_settings
 
 # The registry, in table order. A new task is a module with an EvalTask subclass, added here

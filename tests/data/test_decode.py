@@ -6,8 +6,15 @@ import videos as V
 from pyarrow import fs as pafs
 
 from splavu_ray.data import decode
-from splavu_ray.data.decode import (DecodeError, decode_video, default_min_frames, iter_windows, load_clips, probe_video,
-                                    try_load_clips)
+from splavu_ray.data.decode import (
+    DecodeError,
+    decode_video,
+    default_min_frames,
+    iter_windows,
+    load_clips,
+    probe_video,
+    try_load_clips,
+)
 
 N = 20  # frames of the matrix videos
 

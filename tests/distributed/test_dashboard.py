@@ -11,11 +11,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from test_tune import write_sweep  # this folder is on sys.path (default import mode)
 
 from splavu_ray.distributed.tune import open_study
 from splavu_ray.search.spec import fingerprint, load_sweep
-
-from test_tune import write_sweep  # this folder is on sys.path (default import mode)
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import tempfile
 import time
 
 import pytest
-
 from test_job_submit import stop_cluster
 
 from splavu_ray.config import load_config

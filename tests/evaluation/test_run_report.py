@@ -4,7 +4,6 @@ browser shows it (every embedded image decodes, the screenshot is not blank)."""
 import re
 from html.parser import HTMLParser
 
-
 from browser import assert_renders, needs_chromium  # tests/browser.py
 
 from splavu_ray.evaluation.report import markdown_table

@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-
 from browser import assert_renders, needs_chromium  # tests/browser.py
 
 from splavu_ray.search.pareto import pareto_mask

@@ -11,9 +11,21 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from . import hmdb51, kinetics400, ntu60, thumos14, ucf101, ucf_crime, vispr
-from . import pa_hmdb51, vp_hmdb51, vp_ucf101  # video privacy benchmarks
-from . import casia_b, toyota_smarthome  # natural bias (Toyota Smarthome), gait re-identification (CASIA-B)
+# action datasets, the video privacy benchmarks (pa_/vp_*), natural bias (Toyota Smarthome), gait re-id (CASIA-B)
+from . import (
+    casia_b,
+    hmdb51,
+    kinetics400,
+    ntu60,
+    pa_hmdb51,
+    thumos14,
+    toyota_smarthome,
+    ucf101,
+    ucf_crime,
+    vispr,
+    vp_hmdb51,
+    vp_ucf101,
+)
 from ._common import BuilderError, BuiltManifest
 
 __all__ = ["BUILDERS", "BuilderError", "BuiltManifest", "build", "options"]
