@@ -52,6 +52,15 @@ def token_env(folder: Path) -> dict[str, str]:
     return env
 
 
+def refresh_auth() -> None:
+    """Make this process re-read RAY_AUTH_MODE and the token (Ray caches both on first use, and
+    earlier tests in this process may have used another token); what Ray's own setup code calls."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def head_flags(gcs: int, dashboard: int, agent: int, client: int) -> list[str]:
     """`ray start --head` flags that keep a test cluster on loopback and off every default port
     (another Ray on this machine may hold 6379, 8265, 52365 or 10001)."""

@@ -59,20 +59,12 @@ def run_both(shared: Path, manifest: Path, toy_root: str, tag: str):
     return store, export_from_result(result, RunFolder(shared / "export" / tag))
 
 
-def refresh_auth() -> None:
-    """Make this process re-read RAY_AUTH_MODE and the token (Ray caches both on first use, and
-    earlier tests in this process may have used another token); what Ray's own setup code calls."""
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
-
-
 def test_two_nodes_match_one_node(tmp_path, monkeypatch):
     import secrets
 
     import ray
     from ray.cluster_utils import Cluster
+    from test_job_submit import refresh_auth
 
     # Token auth on, with this test's own token, for the nodes and the driver alike.
     token = tmp_path / "ray_token"

@@ -195,14 +195,15 @@ def test_outputs_from_a_study(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="regression under investigation: the resumed sweep now counts 2 attempts where 1 was expected (issue 17 item 2 work)", strict=False)
 def test_sweep_interrupted_then_resumed_end_to_end(tmp_path):
     """Kill a sweep while its second trial trains; the same command then finishes the study
     without re-running the finished trial, and writes every output."""
     from toy import make_toy_store
 
     store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)
-    cmd = [sys.executable, "-m", "splavu_ray.sweep", str(write_sweep(tmp_path, feature_store=store.root))]
+    # one trial at a time, so the kill lands while the second trains (two fit on 2 CPUs otherwise)
+    cmd = [sys.executable, "-m", "splavu_ray.sweep", str(write_sweep(tmp_path, feature_store=store.root,
+                                                                     resources={"max_concurrent": 1}))]
     out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'out' / 'optuna.db'}"
 
     def complete():
@@ -323,15 +324,21 @@ def test_sweep_with_trials_in_object_storage_through_the_cli(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the token-auth head it starts is not joined with its token in a clean run (issue 17 item 2; open)", strict=False)
-def test_sweep_on_a_cluster_with_no_worker_yet_starts_and_runs_when_one_joins(tmp_path):
+def test_sweep_on_a_cluster_with_no_worker_yet_starts_and_runs_when_one_joins(tmp_path, monkeypatch):
     """A joined cluster whose head has CPU 0 (and splavu_driver) and no worker node: the sweep does not stop,
-    its trial waits in Tune's queue, and runs once a worker node joins."""
+    its trial waits in Tune's queue, and runs once a worker node joins. Token auth is on, as on a real cluster:
+    the nodes and the sweep's client share this test's own token."""
     from ray.cluster_utils import Cluster
+    from test_job_submit import refresh_auth, stop_cluster, token_env
     from toy import make_toy_store
 
     store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)
-    from test_job_submit import stop_cluster
+    env = token_env(tmp_path)
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.setenv(key, env[key])
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    refresh_auth()
 
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short (Ray's sockets live below it); found by stop_cluster
     for attempt in range(3):  # Ray gives a raylet 30 s to register: a loaded machine can miss it
@@ -351,7 +358,7 @@ def test_sweep_on_a_cluster_with_no_worker_yet_starts_and_runs_when_one_joins(tm
                str(write_sweep(tmp_path, base=base, feature_store=store.root, n_trials=1))]
         # HOME: no autoscaler config (~/ray_bootstrap_config.yaml) that another cluster left on this machine
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "HOME": str(tmp_path)})
+                                env={**env, "HOME": str(tmp_path)})
         seen = []
         for line in proc.stdout:  # up to the line that says how many trials run at once
             seen.append(line)
@@ -375,6 +382,8 @@ def test_sweep_on_a_cluster_with_no_worker_yet_starts_and_runs_when_one_joins(tm
             proc.kill()
         cluster.shutdown()
         stop_cluster(temp)
+        monkeypatch.undo()
+        refresh_auth()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_trials"] == 1
 
 
