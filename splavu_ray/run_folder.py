@@ -46,13 +46,14 @@ def staging_folder(uri: str) -> Path:
 
 
 def upload_folder(folder: str | os.PathLike, uri: str, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Copy every file below the local ``folder`` (but the relative paths in ``exclude``) to the same relative
-    paths under ``uri``; returns the relative paths copied. Errors name the URI and the reason."""
+    """Copy every file below the local ``folder`` (but the relative paths, or top-level folders, named in
+    ``exclude``) to the same relative paths under ``uri``; returns the relative paths copied. Errors name the
+    URI and the reason."""
     from pyarrow import fs as pafs
 
     folder = Path(folder)
     files = sorted(rel for p in folder.rglob("*") if p.is_file()
-                   and (rel := p.relative_to(folder).as_posix()) not in exclude)
+                   and (rel := p.relative_to(folder).as_posix()) not in exclude and rel.split("/")[0] not in exclude)
     try:
         fs, base = pafs.FileSystem.from_uri(uri.rstrip("/"))
         for rel in files:
@@ -60,6 +61,27 @@ def upload_folder(folder: str | os.PathLike, uri: str, exclude: tuple[str, ...] 
                             destination_filesystem=fs)
     except Exception as exc:  # noqa: BLE001 - unknown scheme, credentials, network: name the URI
         raise OSError(f"cannot upload {folder} to {uri}: {type(exc).__name__}: {exc}") from None
+    return files
+
+
+def download_folder(uri: str, folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Copy every object below ``uri`` (but those under the top-level names in ``exclude``) to the same relative
+    paths under the local ``folder``; returns the relative paths copied ([] when nothing is there yet)."""
+    from pyarrow import fs as pafs
+
+    try:
+        fs, base = pafs.FileSystem.from_uri(uri.rstrip("/"))
+        if fs.get_file_info(base.split("/")[0]).type == pafs.FileType.NotFound:  # a bucket, not a missing folder
+            raise FileNotFoundError(f"bucket {base.split('/')[0]!r} does not exist")
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        files = sorted(rel for i in infos if i.type == pafs.FileType.File
+                       and (rel := i.path[len(base):].lstrip("/")).split("/")[0] not in exclude)
+        for rel in files:
+            (Path(folder) / rel).parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(f"{base}/{rel}", str(Path(folder) / rel), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+    except Exception as exc:  # noqa: BLE001 - unknown scheme, credentials, network: name the URI
+        raise OSError(f"cannot download {uri} to {folder}: {type(exc).__name__}: {exc}") from None
     return files
 
 

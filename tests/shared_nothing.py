@@ -137,8 +137,10 @@ class Cluster:
     def job_status(self, job_id: str) -> str:
         proc = subprocess.run([RAY, "job", "status", f"--address={self.dashboard_url}", job_id], env=self.env,
                               capture_output=True, text=True, timeout=120)
+        # "Status for job ...: RUNNING" while it runs, "Job '...' succeeded" (or failed, stopped) at the end
+        said = (proc.stdout + proc.stderr).lower()
         for state in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
-            if state in proc.stdout:
+            if state.lower() in said:
                 return state
         return "UNKNOWN"
 

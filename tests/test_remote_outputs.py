@@ -51,6 +51,36 @@ def test_an_s3_output_dir_is_staged_locally_and_published(endpoint, monkeypatch,
     assert local.remote is None and local.publish() is None and local.root == tmp_path / "out"
 
 
+def test_an_s3_sweep_output_dir_is_staged_and_its_trials_live_under_it(endpoint, monkeypatch, tmp_path):
+    """A sweep's output_dir on s3://: its folder is staged locally, its trials default to <output_dir>/trials
+    (ray.storage_path still wins), and a new machine fetches an earlier attempt's study from the bucket."""
+    from splavu_ray.run_folder import download_folder, upload_folder
+    from splavu_ray.search.spec import SweepSpec, trials_location
+
+    use(monkeypatch, endpoint)
+    monkeypatch.setenv("SPLAVU_STAGING", str(tmp_path / "staging"))
+    space = {"loss.w_b": {"type": "uniform", "low": 0.1, "high": 1.0}}
+    spec = SweepSpec(name="s", n_trials=1, space=space, output_dir="s3://bucket/sweeps/s/")
+    assert spec.remote_output == "s3://bucket/sweeps/s" and spec.output_path.is_relative_to(tmp_path / "staging")
+    assert spec.storage_url == f"sqlite:///{spec.output_path / 'optuna.db'}"
+    assert trials_location(spec, {}) == "s3://bucket/sweeps/s/trials"
+    assert trials_location(spec, {"ray": {"storage_path": "s3://bucket/ck"}}) == "s3://bucket/ck/s/trials"
+    assert SweepSpec(name="s", n_trials=1, space=space, output_dir=str(tmp_path)).remote_output is None
+
+    here = spec.output_path
+    for rel in ("optuna.db", "summary.json", "tune/attempt-001/state.json", "trials/t0/record.json"):
+        (here / rel).parent.mkdir(parents=True, exist_ok=True)
+        (here / rel).write_text(rel)
+    assert upload_folder(here, spec.remote_output, exclude=("tune", "trials")) == ["optuna.db", "summary.json"]
+    upload_folder(here / "trials", f"{spec.remote_output}/trials")
+    elsewhere = tmp_path / "another-head"
+    assert download_folder(spec.remote_output, elsewhere, exclude=("trials",)) == ["optuna.db", "summary.json"]
+    assert (elsewhere / "optuna.db").read_text() == "optuna.db"
+    assert download_folder("s3://bucket/nothing-here", tmp_path / "empty") == []
+    with pytest.raises(OSError, match="cannot download s3://no-such-bucket/x"):
+        download_folder("s3://no-such-bucket/x", tmp_path / "none")
+
+
 def test_builtin_data_under_an_s3_cache_has_s3_uris_and_is_made_once(endpoint, monkeypatch, tmp_path):
     use(monkeypatch, endpoint)
     monkeypatch.setenv("SPLAVU_LOCAL_CACHE", str(tmp_path / "local"))

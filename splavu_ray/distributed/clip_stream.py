@@ -46,6 +46,9 @@ Design (why):
   (``splavu_data_rejected_videos{reason}``) and, when ``rejects_path`` is set, appended as one JSON line
   (uri, reason, detail, row_index, split, epoch, pid) to that file. Each line is written with a single
   ``O_APPEND`` write, so actors on one machine (or on a shared POSIX filesystem) never interleave lines.
+  On a cluster whose nodes share nothing, ``rejects_path`` is an s3:// / gs:// URI: an object store has no
+  append, so each actor rewrites its own part file under ``rejects_path + ".parts/"`` (bad videos are
+  rare) and :func:`read_rejects` reads them all.
   A bad video is met again every epoch, so the file can list it several times: :func:`read_rejects`
   returns one record per (row, reason) and :func:`reject_counts` the numbers for the metrics.
   Files that decode only partly (truncated, or damaged part-way) are dropped too, with that reason, as
@@ -86,6 +89,8 @@ from collections import Counter
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from ..run_folder import is_remote
 
 log = logging.getLogger("splavu_ray.distributed.clip_stream")
 
@@ -189,6 +194,7 @@ class ClipDecoder:
         self.squeeze = mode == "train" and not num_clips  # train default: one clip -> (T, S, S, 3)
         self.seed, self.stride, self.static_pool = seed, stride, static_pool
         self.rejects_path, self.keep_partial = rejects_path, keep_partial
+        self._remote_rejects: list[dict[str, Any]] = []  # this actor's records, when rejects_path is a URI
         from ..data.decode import default_min_frames  # lazily, as everywhere in this module: actors unpickle it
 
         self.min_frames = min_frames if min_frames is not None else default_min_frames(clip_len)
@@ -329,7 +335,11 @@ class ClipDecoder:
         record = {"uri": uri, "reason": reason, "detail": detail or "", "row_index": int(row["row_index"]),
                   "split": str(row.get("split", "")), "mode": self.mode, "epoch": epoch,
                   "host": socket.gethostname(), "pid": os.getpid(), "time": round(time.time(), 3)}
-        append_json_line(self.rejects_path, record)
+        if is_remote(self.rejects_path):  # an object store has no append: this actor rewrites its own part
+            self._remote_rejects.append(record)
+            write_reject_part(self.rejects_path, self._remote_rejects)
+        else:
+            append_json_line(self.rejects_path, record)
 
     @staticmethod
     def _make_metrics() -> dict[str, Any]:
@@ -374,23 +384,52 @@ def append_json_line(path: str, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def reject_parts(uri: str) -> str:
+    """The folder of per-actor part files that stand for the rejects file ``uri`` in an object store."""
+    return uri + ".parts"
+
+
+def write_reject_part(uri: str, records: list[dict[str, Any]]) -> None:
+    """(Re)write this process's part of the rejects file ``uri`` (s3:// / gs://): every record it has met."""
+    from pyarrow import fs as pafs
+
+    fs, base = pafs.FileSystem.from_uri(reject_parts(uri))
+    with fs.open_output_stream(f"{base}/{socket.gethostname()}-{os.getpid()}.jsonl") as f:
+        f.write("".join(json.dumps(r, default=str) + "\n" for r in records).encode())
+
+
+def _reject_lines(path: str) -> list[str]:
+    if is_remote(path):
+        from pyarrow import fs as pafs
+
+        fs, base = pafs.FileSystem.from_uri(reject_parts(path))
+        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        lines = []
+        for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+            with fs.open_input_stream(info.path) as f:
+                lines += f.read().decode().splitlines()
+        return lines
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return f.read().splitlines()
+
+
 def read_rejects(path: str, unique: bool = True) -> list[dict[str, Any]]:
-    """The rejects file as records (uri, reason, detail, row_index, split, mode, epoch, host, pid, time).
+    """The rejects file as records (uri, reason, detail, row_index, split, mode, epoch, host, pid, time); for an
+    s3:// / gs:// ``path``, the per-actor parts under ``path.parts/``.
 
     unique: one record per (row_index, uri, reason) (the first), with ``count`` = how many times it was
     met (once per epoch); False returns every line. A missing file means nothing was rejected: [].
     Lines that are not valid JSON (a writer killed mid-line) are skipped.
     """
-    path = os.path.expanduser(path)
-    if not os.path.exists(path):
-        return []
     records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in _reject_lines(path):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     if not unique:
         return records
     seen: dict[tuple, dict[str, Any]] = {}
@@ -523,15 +562,17 @@ def clip_dataset(
     Decoding runs on ``map_batches(ClipDecoder, compute=ActorPoolStrategy(min_size=1,
     max_size=decode_workers))``, ``batch_size`` videos per call, ``num_cpus_per_worker`` CPUs per actor.
     Bad files are dropped, also files that decode only partly unless ``keep_partial``; see the module
-    docstring for rejects (``rejects_path``: a local or shared POSIX path, appended to) and memory.
+    docstring for rejects (``rejects_path``: a local or shared POSIX path, appended to, or an s3:// / gs:// URI)
+    and memory.
     """
     import ray
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    if rejects_path and "://" in rejects_path and not rejects_path.startswith("file://"):
-        raise ValueError(f"rejects_path must be a local or shared POSIX path (appended to), got {rejects_path!r}")
-    rejects_path = os.path.abspath(os.path.expanduser(rejects_path.removeprefix("file://"))) if rejects_path else None
+    if rejects_path and "://" in rejects_path and not rejects_path.startswith("file://") and not is_remote(rejects_path):
+        raise ValueError(f"rejects_path must be a POSIX path or an s3:// / gs:// URI, got {rejects_path!r}")
+    if rejects_path and not is_remote(rejects_path):
+        rejects_path = os.path.abspath(os.path.expanduser(rejects_path.removeprefix("file://")))
     for name, value in (("batch_size", batch_size), ("decode_workers", decode_workers), ("clip_len", clip_len),
                         ("stride", stride), ("static_pool", static_pool)):
         if value < 1:

@@ -30,10 +30,14 @@ from ..run_folder import RunFolder
 from .session import connect
 
 
-def task_resources(cfg: Config) -> dict[str, float]:
-    """The evaluation task's resources: one training worker's (``scaling``)."""
+def task_resources(cfg: Config) -> dict[str, Any]:
+    """The evaluation task's resources: one training worker's (``scaling``), on the same GPU model
+    (``scaling.accelerator_type``) when it asks for GPUs."""
     s = cfg.scaling
-    return {"num_cpus": float(s.cpus_per_worker), "num_gpus": float(s.gpus_per_worker) if s.use_gpu else 0.0}
+    out: dict[str, Any] = {"num_cpus": float(s.cpus_per_worker), "num_gpus": float(s.gpus_per_worker) if s.use_gpu else 0.0}
+    if s.use_gpu and s.accelerator_type:
+        out["accelerator_type"] = s.accelerator_type
+    return out
 
 
 def pack_adapter(adapter: AnonymizingAdapter) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from ..config import Config
 from ..data.manifest import read_manifest
 from ..models.backbone import RANDOM_PREFIX, build_backbone, model_classes, resolve_source
 from ..run_folder import BEST_ADAPTER, BEST_PIXEL_ANONYMIZER, LATEST_ADAPTER, LATEST_PIXEL_ANONYMIZER, RunFolder
-from .clip_stream import clip_dataset, reject_counts
+from .clip_stream import clip_dataset, read_rejects, reject_counts
 from .session import worker_env
 from .worker import TRAINER_STATE, train_loop
 
@@ -101,11 +101,12 @@ class TrainStream:
 def online_datasets(cfg: Config, manifest_path: str, train_splits: list[str], val_splits: list[str]) -> dict:
     """Ray Data clip streams for online mode (decoded on CPU actors, fixed-shape uint8 rows): "train" is
     a :class:`TrainStream` (one execution for all the epochs still to run), "val" a plain eval dataset
-    (decoded once per worker). Bad videos are dropped and listed in ``output_dir/rejects.jsonl``."""
+    (decoded once per worker). Bad videos are dropped and listed in ``output_dir/rejects.jsonl`` (decode actors
+    on other nodes write to the run's URI when ``output_dir`` is one, see :func:`rejects_location`)."""
     d, folder = cfg.data, RunFolder.of(cfg)
     common = dict(clip_len=d.clip_len, size=online_frame_side(cfg), seed=cfg.seed, stride=d.frame_stride,
                   decode_workers=d.decode_workers, batch_size=d.decode_batch_size,
-                  rejects_path=str(folder.rejects))
+                  rejects_path=rejects_location(folder))
     return {"train": TrainStream(manifest_path, train_splits, cfg.optim.head_epochs + cfg.optim.epochs,
                                  folder.checkpoints, cfg.run_name, static_k=2, static_pool=d.num_static_frames,
                                  **common),
@@ -131,8 +132,20 @@ def _check_online_resources(cfg: Config) -> None:
               f"waits until one is free (lower scaling.cpus_per_worker or add nodes)", flush=True)
 
 
+def rejects_location(folder: RunFolder) -> str:
+    """Where online decode actors record bad videos: the run folder's rejects.jsonl, or for an s3:// / gs://
+    output_dir (a staging folder only the driver's node sees) the same name under the URI, as per-actor parts
+    that :func:`_report_rejects` merges into the staged file before the run is published."""
+    return f"{folder.remote}/rejects.jsonl" if folder.remote else str(folder.rejects)
+
+
 def _report_rejects(cfg: Config) -> None:
-    path = RunFolder.of(cfg).rejects
+    folder = RunFolder.of(cfg)
+    path = folder.rejects
+    if folder.remote:
+        records = read_rejects(rejects_location(folder), unique=False)
+        if records:
+            folder.make().rejects.write_text("".join(json.dumps(r, default=str) + "\n" for r in records))
     counts = reject_counts(str(path))
     if counts["rejected"]:
         print(f"[splavu] online mode dropped {counts['rejected']} undecodable video(s) {counts['by_reason']}: "

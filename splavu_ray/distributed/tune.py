@@ -24,7 +24,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import optuna
@@ -35,7 +37,7 @@ from ..data.feature_store import FeatureStore
 from ..data.sources import resolve_manifests
 from ..evaluation.suite import EvalPlan
 from ..progress import Progress, time_summary
-from ..run_folder import RunFolder
+from ..run_folder import RunFolder, download_folder, upload_folder
 from ..search.frontier import format_summary, load_records, write_outputs
 from ..search.spec import (
     EVALUATED_SECTIONS,
@@ -353,9 +355,10 @@ def prepare_data(spec: SweepSpec, cfg: Config) -> dict[str, Any]:
     return {"store": store.root, "privacy_store": pstore.root, "manifest": manifests["main"]}
 
 
-def _TrialProgress(total: int):
-    """A Tune callback: one progress line with an ETA per finished (or failed) trial. Tune pickles its
-    callbacks with the experiment, so the bar (which holds a lock) is made at the first event."""
+def _TrialProgress(total: int, publish: Callable[[], Any] | None = None):
+    """A Tune callback: one progress line with an ETA per finished (or failed) trial, and ``publish()`` after
+    each (an s3:// output_dir then holds the study as it grows). Tune pickles its callbacks with the
+    experiment, so the bar (which holds a lock) is made at the first event."""
     import ray.tune
 
     class TrialProgress(ray.tune.Callback):
@@ -369,6 +372,11 @@ def _TrialProgress(total: int):
             if self.bar is None:
                 self.bar = Progress(total, "sweep", unit="trial", min_interval=0)
             self.bar.update(1, failed=self.failed)
+            if publish is not None:
+                try:
+                    publish()
+                except OSError as exc:  # the next trial (or the end of the sweep) publishes again
+                    print(f"[sweep] warning: {exc}", file=sys.stderr, flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._tick()
@@ -396,6 +404,14 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     check_inputs(base_cfg)
     folder = RunFolder(spec.output_path).make()
     out = folder.root
+    publish = None
+    if spec.remote_output:  # work in the staging folder; resume a study another machine published there
+        print(f"[sweep] output_dir {spec.remote_output}: staged in {out}", flush=True)
+        if not spec.storage and not folder.sweep_file("optuna.db").exists():
+            if fetched := download_folder(spec.remote_output, out, exclude=("trials", "tune")):
+                print(f"[sweep] {len(fetched)} file(s) of an earlier attempt fetched from {spec.remote_output}",
+                      flush=True)
+        publish = partial(upload_folder, out, spec.remote_output, exclude=("tune", "trials"))  # trials: already in trials_uri
     folder.sweep_file("sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     folder.sweep_file("base_config.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     study, storage = open_study(spec, fingerprint(spec))
@@ -436,7 +452,7 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
             tune_config=ray.tune.TuneConfig(search_alg=searcher, num_samples=remaining,
                                             max_concurrent_trials=n_parallel, reuse_actors=False),
             run_config=ray.tune.RunConfig(name=f"attempt-{attempt:03d}", storage_path=str(folder.tune), verbose=1,
-                                          callbacks=[_TrialProgress(remaining)]),
+                                          callbacks=[_TrialProgress(remaining, publish)]),
         )
         grid = tuner.fit()
         for res in grid:
@@ -449,6 +465,9 @@ def run_sweep(spec: SweepSpec, base: dict[str, Any]) -> dict[str, Any]:
     print(format_summary(summary, out), flush=True)
     if tracker is not None:
         tracker.finish(parent, summary, [folder.sweep_file(name) for name in SWEEP_ARTIFACTS])
+    if publish is not None:
+        publish()
+        print(f"[sweep] published to {spec.remote_output}", flush=True)
     trial_s = [r["train_eval_s"] for r in load_records(folder, trials_uri)]
     print(time_summary({"sweep": summary["wall_time_s"]}, {"trials": sum(trial_s), "mean per trial":
                                                             sum(trial_s) / max(1, len(trial_s))}), flush=True)

@@ -27,7 +27,7 @@ from ..config import (
     read_yaml,
     validate,
 )
-from ..run_folder import RunFolder, is_remote
+from ..run_folder import RunFolder, is_remote, staging_folder
 
 # The privacy objective is the worst case over attackers when the privacy task reports it; older results
 # only carry the single MLP attacker's cMAP. The fallback is explicit and recorded per trial.
@@ -173,7 +173,16 @@ class SweepSpec(_Section):
         return v
 
     @property
+    def remote_output(self) -> str | None:
+        """``output_dir`` when it is an object-store URI (the sweep then works in a local staging folder and
+        publishes it there), else None."""
+        return self.output_dir.rstrip("/") if is_remote(self.output_dir) else None
+
+    @property
     def output_path(self) -> Path:
+        """The sweep's local folder: ``output_dir``, or its staging folder when ``output_dir`` is a URI."""
+        if self.remote_output:
+            return staging_folder(self.remote_output)
         return Path(os.path.expanduser(self.output_dir or f"outputs/sweeps/{self.name}")).resolve()
 
     @property
@@ -327,11 +336,13 @@ def objective_values(results: dict[str, Any], objectives: ObjectivesSpec) -> dic
 
 
 def trials_location(spec: SweepSpec, base: dict[str, Any]) -> str | None:
-    """Where the trials' files live when the base's ``ray.storage_path`` is an object-store URI:
-    ``<storage_path>/<sweep name>/trials`` (one folder per trial id); None for a local storage path (the trials
-    then live in ``output_dir/trials``)."""
+    """Where the trials' files live in object storage: ``<storage_path>/<sweep name>/trials`` (one folder per
+    trial id) when the base's ``ray.storage_path`` is a URI, else ``<output_dir>/trials`` when the sweep's
+    ``output_dir`` is one; None when both are local (the trials then live in ``output_dir/trials``)."""
     storage = (base.get("ray") or {}).get("storage_path")
-    return f"{storage.rstrip('/')}/{spec.name}/trials" if is_remote(storage) else None
+    if is_remote(storage):
+        return f"{storage.rstrip('/')}/{spec.name}/trials"
+    return f"{spec.remote_output}/trials" if spec.remote_output else None
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], folder: RunFolder, name: str) -> Config:

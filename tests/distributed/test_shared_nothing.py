@@ -4,12 +4,11 @@ with no CPUs (token auth on) and two worker nodes in private mount namespaces th
 What it proves: the workers cannot see the head's files but do see the bucket; through `ray job submit`,
 training in cached and in online mode, with the built-in data, the feature store, the checkpoints and the
 run folder all under s3://, finishes with results.json in the bucket; `python -m splavu_ray.evaluate
-adapter=s3://...` scores the adapter from the bucket; and a run whose worker node is killed mid-training
+adapter=s3://...` scores the adapter from the bucket; a sweep keeps its trials and outputs there; and a run whose worker node is killed mid-training
 finishes from its S3 checkpoints on a replacement node.
 """
 
 import json
-import os
 import re
 import sys
 import time
@@ -23,10 +22,8 @@ from shared_nothing import ISOLATION_PROBE, namespace_problem, start_cluster  # 
 from test_job_submit import token_env  # noqa: E402
 from test_train_cli import TINY  # noqa: E402
 
-# Opt-in until it passes on a 2-core CI machine within the suite's budget: SPLAVU_SHARED_NOTHING=1 runs it.
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.environ.get("SPLAVU_SHARED_NOTHING") != "1",
-    reason="the shared-nothing cluster rehearsal is opt-in (SPLAVU_SHARED_NOTHING=1): about 20 minutes on 2 cores")]
+# About 5 minutes on 2 cores (one cluster for the module); skips where mount namespaces cannot be made.
+pytestmark = pytest.mark.slow
 BUCKET = "splavu"
 CACHE = f"s3://{BUCKET}/cache"
 
@@ -106,9 +103,36 @@ def test_online_training_decodes_videos_from_s3(cluster):
     check_run(cluster, proc, "online")
 
 
+def test_a_sweep_with_every_file_in_the_bucket(cluster):
+    """`ray job submit -- python -m splavu_ray.sweep`: trial drivers on the head (splavu_driver), their Train
+    workers and evaluation tasks on the workers, the trials' files and the sweep's outputs under s3://."""
+    out = f"s3://{BUCKET}/sweeps/quick"
+    proc = cluster.submit("python", "-m", "splavu_ray.sweep", "sweeps/quick.yaml", "n_trials=2", f"output_dir={out}",
+                          "sampler.population_size=2", "base.optim.epochs=2", *[f"base.{o}" for o in TINY],
+                          f"base.data.cache_dir={CACHE}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "succeeded" in log, log[-6000:]
+    assert f"under {out}/trials" in log and f"published to {out}" in log, log[-6000:]
+    summary = json.loads(s3_text(cluster, "sweeps/quick/summary.json"))
+    assert summary["n_trials"] == 2 and summary["pareto_trials"]
+    keys = s3_keys(cluster, "sweeps/quick/")
+    for name in ("optuna.db", "trials.csv", "pareto.csv", "pareto.png", "report.html"):
+        assert f"sweeps/quick/{name}" in keys, keys
+    trial_ids = {k.split("/")[3] for k in keys if k.startswith("sweeps/quick/trials/") and k.endswith("/record.json")}
+    assert len(trial_ids) == 2
+    for tid in trial_ids:
+        record = json.loads(s3_text(cluster, f"sweeps/quick/trials/{tid}/record.json"))
+        assert record["trial_dir"] == f"{out}/trials/{tid}"
+        assert f"sweeps/quick/trials/{tid}/best_adapter/adapter.safetensors" in keys
+        assert any(k.startswith(f"sweeps/quick/trials/{tid}/ray/") for k in keys)  # its Ray Train checkpoints
+        assert record["timing"]["evaluation_task"]["ray_task"]
+    assert any(k.startswith("sweeps/quick/pareto_adapters/") for k in keys)
+
+
 def test_a_worker_node_killed_mid_training_resumes_from_s3_checkpoints(cluster):
-    # One training worker per node (2 CPUs each), so the kill takes one of them down.
-    proc = cluster.submit(*train_args("kill", "optim.epochs=8", "scaling.num_workers=2", "scaling.cpus_per_worker=2"),
+    # One training worker per node (2 CPUs each), so the kill takes one of them down; 24 epochs (~60 s) so
+    # the kill lands while it trains, not after.
+    proc = cluster.submit(*train_args("kill", "optim.epochs=24", "scaling.num_workers=2", "scaling.cpus_per_worker=2"),
                           wait=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     job = re.search(r"raysubmit_\w+", proc.stdout + proc.stderr).group(0)

@@ -203,3 +203,11 @@ def test_cli_adds_tad_and_anomaly_columns_when_the_data_has_untrimmed_videos(pre
     for section, key in (("tad", "map"), ("anomaly", "auc")):
         unc = res[section]["intervals"][key]
         assert unc["raw"][0] <= res[section][f"{key}_raw"] <= unc["raw"][1] and unc["n"] == 8
+
+
+def test_the_evaluation_task_asks_for_one_training_workers_resources():
+    from splavu_ray.distributed.evaluation_task import task_resources
+
+    assert task_resources(load_config(None, ["scaling.cpus_per_worker=2"])) == {"num_cpus": 2.0, "num_gpus": 0.0}
+    gpu = load_config(None, ["scaling.use_gpu=true", "scaling.gpus_per_worker=1", "scaling.accelerator_type=L4"])
+    assert task_resources(gpu) == {"num_cpus": 1.0, "num_gpus": 1.0, "accelerator_type": "L4"}  # the same GPU model
