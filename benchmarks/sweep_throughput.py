@@ -76,7 +76,8 @@ def flat_timing(timing: dict, prefix: str = "") -> dict[str, float]:
     for k, v in timing.items():
         if isinstance(v, dict):
             out.update(flat_timing(v, f"{prefix}{k}."))
-        elif isinstance(v, (int, float)):
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith("pid") \
+                and "resources" not in prefix:  # seconds only
             out[f"{prefix}{k}"] = float(v)
     return out
 
