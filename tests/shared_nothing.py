@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ray_jobs import EXCLUDES, REPO, free_ports, head_flags  # noqa: E402
 from s3 import environment  # noqa: E402
-from test_job_submit import EXCLUDES, REPO, free_ports, head_flags  # noqa: E402
 
 RAY = str(Path(sys.executable).with_name("ray"))
 DRIVER_RESOURCE = {"splavu_driver": 4}

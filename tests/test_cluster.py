@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_job_submit import RAY, REPO, check_results, free_ports, head_flags, job_cache, submit_training, token_env  # noqa: E402
+from ray_jobs import RAY, REPO, check_results, free_ports, head_flags, job_cache, submit_training, token_env  # noqa: E402
 
 CLUSTER = REPO / "cluster"
 YAMLS = sorted(CLUSTER.glob("*.yaml"))
@@ -519,6 +519,11 @@ def test_ray_up_local_yaml_runs_a_job_then_ray_down(tmp_path, tmp_path_factory):
             assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
             print(f"ray up: {time.time() - t0:.1f}s")
             assert (folder / "node_token").read_text() == (folder / "ray_token").read_text()
+            # Token auth is on: a client without the token is turned away.
+            anon = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+            denied = subprocess.run([RAY, "job", "list", f"--address=http://127.0.0.1:{dash}"],
+                                    env={**anon, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+            assert denied.returncode != 0 and "Unauthorized" in denied.stderr, denied.stderr[-2000:]
 
             out = tmp_path / "job-out"
             proc = submit_training(dash, out, job_cache(tmp_path_factory), env, "ray-up-job")

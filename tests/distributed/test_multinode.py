@@ -64,7 +64,7 @@ def test_two_nodes_match_one_node(tmp_path, monkeypatch):
 
     import ray
     from ray.cluster_utils import Cluster
-    from test_job_submit import refresh_auth
+    from ray_jobs import refresh_auth
 
     # Token auth on, with this test's own token, for the nodes and the driver alike.
     token = tmp_path / "ray_token"

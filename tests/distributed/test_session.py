@@ -9,7 +9,7 @@ import tempfile
 import time
 
 import pytest
-from test_job_submit import stop_cluster
+from ray_jobs import stop_cluster
 
 from splavu_ray.config import load_config
 from splavu_ray.distributed.session import ClusterJoinError, check_reachable, join_failure, target

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ray_jobs import token_env  # noqa: E402
 from s3 import client, s3_server  # noqa: E402
 from shared_nothing import ISOLATION_PROBE, namespace_problem, start_cluster  # noqa: E402
-from test_job_submit import token_env  # noqa: E402
 from test_train_cli import TINY  # noqa: E402
 
 # About 5 minutes on 2 cores (one cluster for the module); skips where mount namespaces cannot be made.

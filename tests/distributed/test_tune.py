@@ -329,7 +329,7 @@ def test_sweep_on_a_cluster_with_no_worker_yet_starts_and_runs_when_one_joins(tm
     its trial waits in Tune's queue, and runs once a worker node joins. Token auth is on, as on a real cluster:
     the nodes and the sweep's client share this test's own token."""
     from ray.cluster_utils import Cluster
-    from test_job_submit import refresh_auth, stop_cluster, token_env
+    from ray_jobs import refresh_auth, stop_cluster, token_env
     from toy import make_toy_store
 
     store = make_toy_store(tmp_path / "store", n_train=32, n_val=16, n_test=16)

@@ -1,7 +1,7 @@
-"""`ray job submit -- python -m splavu_ray.train` against a local `ray start --head`, token auth on.
+"""Helpers for tests that start Ray clusters with `ray start` / `ray up` and submit jobs to them, token auth on.
 
-The path docs/cluster.md gives users (issue 4, and the local end-to-end check of issue 8). The
-helpers here are shared with tests/test_cluster.py, whose `ray up` test submits the same job.
+The `ray up` test (tests/test_cluster.py) submits the training job users submit; the shared-nothing harness
+(tests/shared_nothing.py), the session and sweep tests reuse the ports, token and clean-up helpers here.
 """
 
 import json
@@ -11,16 +11,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_cli import TINY  # noqa: E402
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 # What docs/cluster.md tells users to exclude from the working-dir upload (capped near 100 MiB).
@@ -120,24 +116,3 @@ def stop_cluster(temp: str) -> None:
     for p in alive:
         p.kill()
     shutil.rmtree(temp, ignore_errors=True)
-
-
-def test_job_submit_runs_the_training_entry_point(tmp_path, tmp_path_factory):
-    env = token_env(tmp_path)
-    gcs, dash, agent, client = free_ports(4)
-    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's unix sockets live below it
-    start = subprocess.run([RAY, "start", "--head", "--num-cpus=2", f"--temp-dir={temp}",
-                            *head_flags(gcs, dash, agent, client)],
-                           env=env, capture_output=True, text=True, timeout=300)
-    try:
-        assert start.returncode == 0, start.stdout[-3000:] + start.stderr[-3000:]
-        # Token auth is on: a client without the token is turned away.
-        anon = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
-        denied = subprocess.run([RAY, "job", "list", f"--address=http://127.0.0.1:{dash}"],
-                                env={**anon, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
-        assert denied.returncode != 0 and "Unauthorized" in denied.stderr, denied.stderr[-2000:]
-
-        out = tmp_path / "job-out"
-        check_results(submit_training(dash, out, job_cache(tmp_path_factory), env, "job"), out)
-    finally:
-        stop_cluster(temp)
