@@ -68,7 +68,7 @@ def pipeline(manifest: Path, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "-m", "splavu_ray.features", "--manifest", str(manifest), "--out", str(out / "store"),
            *overrides(args), f"data.decode_workers={n}", f"scaling.num_workers={n}", "scaling.cpus_per_worker=1",
-           f"data.decode_batch_size={args.decode_batch_size}"]
+           f"data.decode_batch_size={args.decode_batch_size}", *args.pipeline_override]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     seconds = time.perf_counter() - t0
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static-frames", type=int, default=2, help="data.num_static_frames")
     parser.add_argument("--decode-batch-size", type=int, default=4, help="data.decode_batch_size")
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "splavu_extract_scaling"))
+    parser.add_argument("--pipeline-override", action="append", default=[],
+                        help="a config override for the pipeline side only (repeatable), e.g. data.decode_batch_size=8")
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args(argv)
 

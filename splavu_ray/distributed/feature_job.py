@@ -191,8 +191,19 @@ def _read_manifest(manifest_path: str):
     if "://" in manifest_path and not manifest_path.startswith("file://"):
         fs, path = pafs.FileSystem.from_uri(manifest_path)
     else:
-        fs, path = None, manifest_path.removeprefix("file://")
-    return ray.data.read_parquet(path, filesystem=fs, override_num_blocks=1)
+        fs, path = pafs.LocalFileSystem(), manifest_path.removeprefix("file://")
+    # Ray Data's V2 Parquet reader lists files through a pool of footer-reading actors it starts for every
+    # read: ~10 s of process start-up on a 2-core node, for one small file whose footer the driver has
+    # just read anyway. The V1 reader reads that footer where it is called (here) and the rows in one task.
+    ctx = ray.data.DataContext.get_current()
+    v2 = getattr(ctx, "use_datasource_v2", None)
+    if v2:
+        ctx.use_datasource_v2 = False
+    try:
+        return ray.data.read_parquet(path, filesystem=fs, override_num_blocks=1)
+    finally:
+        if v2:
+            ctx.use_datasource_v2 = v2
 
 
 # -- the stages (run in Ray workers) --------------------------------------------------------------------
